@@ -1,0 +1,24 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up, then run the whole pipeline on the embedded corpus (2 CPU ranks, ZeRO-3)
+#   make test   set up, then run the test suite
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+# The CPU build for machines without a GPU; a torch that is already installed (e.g. CUDA) is kept.
+TORCH_SPEC ?= torch==2.13.0
+export OMP_NUM_THREADS ?= 1
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
+
+.PHONY: setup demo test test-all clean
+
+setup:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[test]"
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup
+	$(PYTHON) -m pytest -q tests
+
+clean:
+	rm -rf runs/demo .pytest_cache

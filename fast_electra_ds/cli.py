@@ -1,0 +1,51 @@
+"""`fast-electra <command>`: tokenizer, prepare, export, train (a local alias of train.py)."""
+from __future__ import annotations
+
+import sys
+
+from .errors import UserError
+
+USAGE = """usage: fast-electra <command> [options]
+
+commands:
+  tokenizer   train a sentencepiece tokenizer into a Hugging Face tokenizer directory
+  prepare     tokenize text files into Megatron IndexedDataset token shards
+  train       train in this process (for a single rank; use `deepspeed train.py` for several)
+  export      consolidate a checkpoint into a Hugging Face model directory
+"""
+
+
+def run_guarded(function, argv: list[str]) -> int:
+    """User mistakes become one line on stderr and exit status 2, not a traceback."""
+    try:
+        return function(argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "tokenizer":
+        from .data.tokenizer import cli as function
+    elif command == "prepare":
+        from .data.prepare import cli as function
+    elif command == "export":
+        from .export import cli as function
+    elif command == "train":
+        from .train import cli as function
+    else:
+        print(f"error: unknown command {command!r}; use one of tokenizer, prepare, train, export", file=sys.stderr)
+        return 2
+    return run_guarded(function, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""The project's run configuration: dataclasses, YAML presets, command-line overrides.
+
+Ownership rule: the DeepSpeed JSON owns batch sizes, precision, ZeRO stage, optimizer and
+scheduler; this config owns the model, the method, the curriculum, the data and the run layout.
+Unknown keys are errors that name the key and list the valid ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from .errors import UserError
+
+# Encoder sizes from the ELECTRA paper (Clark et al. 2020, Table 6 / slides' size table); "tiny" is ours,
+# for tests. embedding_size < hidden_size is ELECTRA-Small's factorised embedding.
+MODEL_PRESETS: dict[str, dict[str, int]] = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, embedding_size=64, num_attention_heads=2, intermediate_size=128),
+    "small": dict(num_hidden_layers=12, hidden_size=256, embedding_size=128, num_attention_heads=4, intermediate_size=1024),
+    "base": dict(num_hidden_layers=12, hidden_size=768, embedding_size=768, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(num_hidden_layers=24, hidden_size=1024, embedding_size=1024, num_attention_heads=16, intermediate_size=4096),
+}
+
+
+@dataclass
+class ModelConfig:
+    """The main model (discriminator / MLM encoder). Explicit sizes override the preset's."""
+
+    preset: str = "small"
+    num_hidden_layers: int | None = None
+    hidden_size: int | None = None
+    embedding_size: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 512
+    dropout: float = 0.1
+    attn_implementation: str = "sdpa"  # torch SDPA: flash / memory-efficient kernels on GPU, fused C++ on CPU
+    compile: bool = False  # torch.compile the main model through DeepSpeed's engine.compile()
+
+    def sizes(self) -> dict[str, int]:
+        if self.preset not in MODEL_PRESETS:
+            raise UserError(f"unknown model preset {self.preset!r}", f"use one of {', '.join(MODEL_PRESETS)}")
+        sizes = dict(MODEL_PRESETS[self.preset])
+        for key in sizes:
+            if getattr(self, key) is not None:
+                sizes[key] = getattr(self, key)
+        return sizes
+
+
+@dataclass
+class AuxConfig:
+    """The auxiliary masked-LM.
+
+    For method `fast`, `path` names a local Hugging Face masked-LM directory (e.g. the export of an
+    `aux-mlm` run). For method `aux-mlm`, the fractions size the model trained in stage 1 relative to
+    `model`: Fast-ELECTRA/METRO use a shallower full-width model (depth 1/3: 4 of 12 layers for Base);
+    ELECTRA's generator is full-depth and narrower (hidden 1/4 to 1/3).
+    """
+
+    path: str | None = None
+    depth_fraction: float = 1 / 3
+    hidden_fraction: float = 1.0
+    dtype: str = "auto"  # auto: bf16, or fp16 on a GPU without bf16; or one of bf16, fp16, fp32
+
+
+@dataclass
+class MaskingConfig:
+    """ELECTRA's official corruption rates (pretrain_helpers.mask): 15% of tokens selected, of which
+    85% become [MASK] and 15% stay as they are; no random tokens."""
+
+    mask_prob: float = 0.15
+    mask_token_prob: float = 0.85
+    random_token_prob: float = 0.0
+
+
+@dataclass
+class CurriculumConfig:
+    """Fast-ELECTRA's temperature schedule T(u) = 1 + (T0 - 1) * exp(-u / tau), u = fraction of
+    training done. The poster gives the formula but no values; T0 = 2 starts from a visibly flattened
+    auxiliary distribution and tau = 0.1 brings T within 1% of 1 by u = 0.46."""
+
+    t0: float = 2.0
+    tau: float = 0.1
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # a directory written by `fast-electra prepare`
+    tokenizer: str = ""  # the tokenizer directory the shards were made with
+    seq_len: int = 128
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    steps: int = 100  # optimizer steps
+    seed: int = 1234
+    log_every: int = 1
+    save_every: int = 0  # 0: only at the end
+    keep_last: int = 2
+    stop_after: int = 0  # stop (with a checkpoint) after this many steps this session; 0: run to `steps`
+    export: bool = True  # write <out_dir>/hf at the end
+    fused_adam: str = "auto"  # auto: DeepSpeed's fused Adam on CUDA, torch's Adam on CPU; or "true"/"false"
+
+
+@dataclass
+class RunConfig:
+    method: str = "fast"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    aux: AuxConfig = field(default_factory=AuxConfig)
+    masking: MaskingConfig = field(default_factory=MaskingConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
+    hints = get_type_hints(type(obj))
+    valid = [f.name for f in fields(obj)]
+    for key, value in values.items():
+        if key not in valid:
+            name = f"{where}.{key}" if where else key
+            raise UserError(f"unknown config key {name!r}", f"valid keys{' in ' + where if where else ''}: {', '.join(valid)}")
+        current = getattr(obj, key)
+        path = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise UserError(f"config key {path!r} must be a mapping", f"give its fields: {', '.join(f.name for f in fields(current))}")
+            _apply(current, value, path)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], path))
+
+
+def _coerce(value: Any, hint: Any, path: str) -> Any:
+    kinds = [t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
+    if value is None and type(None) in getattr(hint, "__args__", ()):
+        return None
+    kind = kinds[0]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config key {path!r} has value {value!r}, not a {kind.__name__}", f"give a {kind.__name__}") from None
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"override {text!r} is not of the form section.key=value", "e.g. train.steps=200")
+    key, raw = text.split("=", 1)
+    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+
+
+def load_config(paths: list[str] | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Merge YAML files in order, then `section.key=value` overrides."""
+    config = RunConfig()
+    for path in paths or []:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {path} not found", "pass an existing YAML file, e.g. configs/tiny.yaml")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"config file {path} is not valid YAML ({str(err).splitlines()[0]})", "fix the syntax") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config file {path} must hold a mapping of sections", "see configs/tiny.yaml")
+        _apply(config, values, "")
+    for text in overrides or []:
+        keys, value = _parse_override(text)
+        nested: Any = value
+        for key in reversed(keys):
+            nested = {key: nested}
+        _apply(config, nested, "")
+    return config
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def load_ds_config(path: str) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"DeepSpeed config {path} not found", "pass --ds_config ds_configs/zero3.json or another JSON file")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"DeepSpeed config {path} is not valid JSON ({err.msg} at line {err.lineno})", "fix the JSON") from None

@@ -1,0 +1,91 @@
+"""`fast-electra export RUN_OR_CHECKPOINT OUT_DIR`: consolidate a (ZeRO-sharded) checkpoint into
+Hugging Face model directories (config, safetensors weights, tokenizer)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from . import checkpoint as ckpt
+from .config import load_config
+from .data.tokenizer import load_tokenizer
+from .errors import UserError
+from .replace import METHODS, TokenInfo
+
+
+def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """fp32 weights of the whole trainable module, gathered from every rank's shards."""
+    import logging
+
+    from deepspeed.utils import logger as ds_logger
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    if any(checkpoint.glob("*zero_pp_rank_*_optim_states.pt")):  # ZeRO stages 1-3
+        level = ds_logger.level
+        ds_logger.setLevel(logging.WARNING)
+        try:
+            return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+        finally:
+            ds_logger.setLevel(level)
+    states = checkpoint / "mp_rank_00_model_states.pt"
+    if not states.is_file():
+        raise UserError(f"checkpoint {checkpoint} has no model states", "it is damaged: export an earlier checkpoint")
+    return {k: v.float() for k, v in torch.load(states, map_location="cpu", weights_only=False)["module"].items()}
+
+
+def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict[str, float]:
+    """Write each Hugging Face model of the checkpoint's method to OUT_DIR (or OUT_DIR/<name>).
+    Returns, when the checkpoint carries probe logits of the trained engine, the largest absolute
+    difference of the exported models' logits from them."""
+    checkpoint = ckpt.resolve_checkpoint(source)
+    run_dir = checkpoint.parent.parent
+    for name in ("config.yaml", "tokens.json", "tokenizer"):
+        if not (run_dir / name).exists():
+            raise UserError(f"run directory {run_dir} lacks {name}", "export a checkpoint inside the run directory train.py wrote")
+    config = load_config([str(run_dir / "config.yaml")])
+    tokens = TokenInfo(**json.loads((run_dir / "tokens.json").read_text()))
+    method = METHODS[config.method](config, tokens, torch.device("cpu"))
+    module = method.build_model(None)
+    state = consolidated_state_dict(checkpoint)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    tied = {name for name in missing if name.endswith("generator_lm_head.weight")}  # tied to the word embeddings
+    if set(missing) - tied or unexpected:
+        raise UserError(f"checkpoint {checkpoint} does not fit method {config.method} (missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})", "export with the run directory that wrote it")
+    module.eval()
+    tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
+
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    exports = method.exports(module)
+    for name, model in exports.items():
+        target = tmp / name if name else tmp
+        model.save_pretrained(target, safe_serialization=True)
+        tokenizer.save_pretrained(target)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)  # a reader never sees a half-written export
+
+    differences = {}
+    probe_file = checkpoint / "probe.pt"
+    if verify and probe_file.is_file():
+        probe = torch.load(probe_file, weights_only=False)
+        for name, model in exports.items():
+            with torch.no_grad():
+                logits = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
+            differences[name or "model"] = (logits.float() - probe["logits"][name]).abs().max().item()
+    return differences
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="fast-electra export", description=__doc__)
+    parser.add_argument("source", help="a run directory (its latest complete checkpoint) or a checkpoints/step_* directory")
+    parser.add_argument("out_dir", help="where to write the Hugging Face model directory")
+    args = parser.parse_args(argv)
+    differences = export(args.source, args.out_dir)
+    check = ", ".join(f"{name}: max |logit - engine| = {diff:.3g}" for name, diff in differences.items())
+    print(f"exported {args.source} -> {args.out_dir}" + (f" ({check})" if check else ""))
+    return 0

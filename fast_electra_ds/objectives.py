@@ -1,0 +1,40 @@
+"""Losses and their metrics. Metrics are (numerator, denominator) pairs so the trainer can sum them
+over micro-batches and ranks and divide once: exact averages whatever the token counts."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Metrics = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def ratio(numerator: torch.Tensor, denominator: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    return numerator.detach().float(), torch.as_tensor(denominator, dtype=torch.float32, device=numerator.device)
+
+
+def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: torch.Tensor,
+             positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
+    """Binary cross-entropy of replaced-token detection, averaged over every real (non-padding)
+    token, or only over `positions` when given (the "ELECTRA 15%" ablation)."""
+    counted = attention_mask.bool() if positions is None else positions & attention_mask.bool()
+    logits = logits.float()[counted]
+    target = is_replaced[counted].float()
+    loss = F.binary_cross_entropy_with_logits(logits, target)
+    correct = (logits > 0) == target.bool()
+    replaced = target.bool()
+    metrics = {
+        "rtd_loss": ratio(loss, 1),
+        "rtd_acc": ratio(correct.sum(), correct.numel()),
+        "rtd_acc_replaced": ratio((correct & replaced).sum(), replaced.sum()),
+        "rtd_acc_original": ratio((correct & ~replaced).sum(), (~replaced).sum()),
+        "replaced_frac": ratio(replaced.sum(), replaced.numel()),
+    }
+    return loss, metrics
+
+
+def mlm_loss(logits: torch.Tensor, targets: torch.Tensor, prefix: str = "mlm") -> tuple[torch.Tensor, Metrics]:
+    """Cross-entropy of predicting `targets` [M] from `logits` [M, V] (already gathered at the
+    predicted positions)."""
+    loss = F.cross_entropy(logits.float(), targets)
+    correct = logits.argmax(dim=-1) == targets
+    return loss, {f"{prefix}_loss": ratio(loss, 1), f"{prefix}_acc": ratio(correct.sum(), correct.numel())}

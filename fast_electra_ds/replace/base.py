@@ -1,0 +1,104 @@
+"""The one interface every pre-training method implements.
+
+A method owns corruption and objective; the trainer never knows which method runs. Per micro-batch:
+
+    inputs, metrics = method.prepare_batch(batch, ctx)   # outside the engine (no gradients):
+                                                         # masking, frozen-aux sampling
+    loss, metrics = engine(**inputs)                     # inside the DeepSpeed engine: the trainable
+                                                         # module (built by build_model) computes its loss
+
+`build_model` returns the one nn.Module that goes into deepspeed.initialize; `exports` names the
+Hugging Face models inside it that `fast-electra export` writes out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from ..config import RunConfig
+from ..objectives import Metrics
+from .masking import corrupt_inputs, maskable_positions, select_positions
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    vocab_size: int
+    pad_id: int
+    unk_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    fingerprint: str
+
+    @property
+    def special_ids(self) -> list[int]:
+        return sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id})
+
+
+@dataclass
+class StepContext:
+    step: int  # optimizer steps done before this micro-batch
+    progress: float  # fraction of training done, u in [0, 1]
+    generator: torch.Generator  # seeded by (seed, step, micro-batch, rank): resumable without saved state
+
+
+class Method:
+    name: ClassVar[str]
+
+    def __init__(self, config: RunConfig, tokens: TokenInfo, device: torch.device):
+        self.config = config
+        self.tokens = tokens
+        self.device = device
+
+    # --- built once -------------------------------------------------------------------------
+    def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
+        """The trainable module; its forward(**inputs) returns (loss, metrics)."""
+        raise NotImplementedError
+
+    def setup(self) -> None:
+        """Load whatever lives outside the engine (e.g. a frozen auxiliary model)."""
+
+    def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        """Sub-directory name ("" for the top level) -> Hugging Face model inside `module`."""
+        raise NotImplementedError
+
+    # --- per micro-batch ----------------------------------------------------------------------
+    def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, torch.Tensor], Metrics]:
+        raise NotImplementedError
+
+    def logged_values(self, ctx: StepContext) -> dict[str, float]:
+        """Scalars to log that are not averaged metrics (e.g. the temperature)."""
+        return {}
+
+    # --- resumable state (curricula, adaptive schedules) -------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def flops_per_sequence(self, seq_len: int) -> float:
+        """Model FLOPs of one training sequence (forward + backward of what trains, forward of
+        what is frozen), for the TFLOP/s log."""
+        return 0.0
+
+    # --- shared helpers ---------------------------------------------------------------------
+    def select_and_corrupt(self, batch: dict[str, torch.Tensor], ctx: StepContext, mask_token_prob: float,
+                           random_token_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+        masking = self.config.masking
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        maskable = maskable_positions(input_ids, attention_mask, self.tokens.special_ids)
+        selected = select_positions(maskable, masking.mask_prob, ctx.generator)
+        corrupted = corrupt_inputs(input_ids, selected, self.tokens.mask_id, mask_token_prob, random_token_prob,
+                                   self.tokens.vocab_size, ctx.generator, self.tokens.special_ids)
+        return selected, corrupted
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    METHODS[cls.name] = cls
+    return cls

@@ -1,0 +1,69 @@
+"""Fast-ELECTRA (Dong et al., ICLR 2024): replacements from a frozen auxiliary masked-LM, sampled at
+a temperature that anneals from T0 to 1 over training."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from transformers import ElectraForPreTraining
+
+from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
+from ..errors import UserError
+from ..models.aux import FrozenAux, load_frozen_aux
+from ..models.main import build_model, electra_config
+from ..models.pretraining import ReplacedTokenDetection
+from ..objectives import Metrics, ratio
+from .base import Method, StepContext, register
+from .curriculum import temperature
+
+
+def replacement_labels(original: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
+    """Replaced means different from the original: a sampled token equal to it counts as original."""
+    return corrupted != original
+
+
+@register
+class FastElectra(Method):
+    name = "fast"
+    aux: FrozenAux
+
+    def hf_config(self):
+        return electra_config(self.config.model.sizes(), self.config.model, self.tokens.vocab_size, self.tokens.pad_id)
+
+    def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
+        return ReplacedTokenDetection(build_model(ElectraForPreTraining, self.hf_config(), ds_config, self.config.model.attn_implementation))
+
+    def setup(self) -> None:
+        if not self.config.aux.path:
+            raise UserError("method fast needs an auxiliary masked-LM (aux.path is empty)", "train one with method aux-mlm and pass aux.path=<run>/hf, or any local HF masked-LM directory")
+        self.aux = load_frozen_aux(self.config.aux.path, self.tokens.vocab_size, self.tokens.fingerprint, self.config.aux.dtype, self.device)
+
+    def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        return {"": module.discriminator}
+
+    def temperature(self, progress: float) -> float:
+        return temperature(progress, self.config.curriculum.t0, self.config.curriculum.tau)
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, torch.Tensor], Metrics]:
+        original, attention_mask = batch["input_ids"], batch["attention_mask"]
+        masking = self.config.masking
+        selected, masked = self.select_and_corrupt(batch, ctx, masking.mask_token_prob, masking.random_token_prob)
+        sampled, aux_argmax = self.aux.propose(masked, attention_mask, selected, self.temperature(ctx.progress),
+                                               ctx.generator, self.tokens.special_ids)
+        corrupted = original.clone()
+        corrupted[selected] = sampled
+        inputs = {"input_ids": corrupted, "attention_mask": attention_mask,
+                  "is_replaced": replacement_labels(original, corrupted)}
+        return inputs, {"aux_acc": ratio((aux_argmax == original[selected]).sum(), selected.sum())}
+
+    def logged_values(self, ctx: StepContext) -> dict[str, float]:
+        return {"temperature": self.temperature(ctx.progress)}
+
+    def flops_per_sequence(self, seq_len: int) -> float:
+        main = self.hf_config()
+        aux = self.aux.model.config
+        masked = seq_len * self.config.masking.mask_prob
+        main_forward = encoder_forward_flops(main, seq_len) + rtd_head_flops(main, seq_len)
+        aux_forward = encoder_forward_flops(aux, seq_len) + mlm_head_flops(aux, masked)
+        return training_flops(main_forward) + aux_forward
+

@@ -1,0 +1,82 @@
+"""Training entry point, run once per rank by the `deepspeed` launcher (or torchrun):
+
+    deepspeed --num_nodes N --num_gpus G train.py --ds_config ds_configs/zero3.json \
+        --config configs/base.yaml [section.key=value ...] [--resume]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+import time
+
+from .errors import UserError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True, help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler)")
+    parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order")
+    parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in train.out_dir")
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=200")
+    return parser.parse_args(argv)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _single_process_defaults() -> None:
+    """Allow `python train.py ...` without a launcher: a world of one."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .config import load_config, load_ds_config
+
+    config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
+    ds_config = load_ds_config(args.ds_config)
+
+    import deepspeed
+    import torch.distributed as dist
+
+    from .trainer import Trainer
+
+    _single_process_defaults()
+    started = time.time()
+    deepspeed.init_distributed(verbose=False)
+    try:
+        trainer = Trainer(config, ds_config, resume=args.resume)
+        result = trainer.train()
+        if dist.get_rank() == 0 and result["finished"] and config.train.export:
+            from .export import export
+
+            differences = export(result["checkpoint"], trainer.run_dir / "hf")
+            result["export"] = str(trainer.run_dir / "hf")
+            result["export_max_logit_difference"] = differences
+        result["wall_time_s"] = time.time() - started
+        if dist.get_rank() == 0:
+            print("[fast-electra] done: " + json.dumps(result), flush=True)
+        dist.barrier()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+def cli(argv: list[str]) -> int:
+    return run(parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import run_guarded
+
+    return run_guarded(cli, sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,286 @@
+"""The one training loop, around the DeepSpeed engine. It knows nothing of the method: the method
+prepares each micro-batch and the engine's module computes the loss."""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import deepspeed
+import torch
+import torch.distributed as dist
+from deepspeed.accelerator import get_accelerator
+
+from . import checkpoint as ckpt
+from .config import RunConfig, save_config
+from .data.dataset import PackedDataset, RankBatches
+from .data.tokenizer import load_tokenizer
+from .errors import UserError
+from .objectives import Metrics
+from .replace import METHODS, Method, StepContext, TokenInfo
+
+RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
+
+
+# --- DeepSpeed JSON: check it against the world size and fill what this machine decides ------------
+
+def resolve_ds_config(ds_config: dict[str, Any], world_size: int, config: RunConfig, on_cuda: bool) -> dict[str, Any]:
+    ds = json.loads(json.dumps(ds_config))
+    micro = ds.get("train_micro_batch_size_per_gpu")
+    accumulation = ds.get("gradient_accumulation_steps")
+    total = ds.get("train_batch_size")
+    if micro is None and (total is None or accumulation is None):
+        raise UserError("the DeepSpeed config sets no train_micro_batch_size_per_gpu", "set it (and optionally gradient_accumulation_steps)")
+    if micro is None:
+        micro, rest = divmod(total, accumulation * world_size)
+        if rest or micro < 1:
+            raise UserError(f"train_batch_size {total} is not divisible by gradient_accumulation_steps {accumulation} x world size {world_size}", "choose batch numbers with train_batch_size = micro x accumulation x world size")
+    if accumulation is None:
+        accumulation = 1 if total is None else total // (micro * world_size)
+    if total is not None and total != micro * accumulation * world_size:
+        raise UserError(f"inconsistent batch sizes: train_batch_size {total} != micro batch {micro} x gradient_accumulation_steps {accumulation} x world size {world_size} = {micro * accumulation * world_size}",
+                        f"set train_batch_size to {micro * accumulation * world_size} or remove it")
+    if min(micro, accumulation) < 1:
+        raise UserError(f"batch numbers must be positive (micro batch {micro}, accumulation {accumulation})", "fix the DeepSpeed config")
+    ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation, train_batch_size=micro * accumulation * world_size)
+
+    optimizer = ds.get("optimizer")
+    if optimizer and optimizer.get("type", "").lower() in ("adam", "adamw"):
+        params = optimizer.setdefault("params", {})
+        offload = ds.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none") != "none"
+        choice = config.train.fused_adam
+        if choice not in ("auto", "true", "false"):
+            raise UserError(f"train.fused_adam is {choice!r}", "use auto, true or false")
+        if not offload and "torch_adam" not in params:
+            # DeepSpeed's fused Adam is a CUDA kernel; on CPU it would JIT-build for a minute and
+            # gain nothing, so torch's Adam (foreach) is the CPU choice. With offload DeepSpeed
+            # picks its own CPU Adam.
+            params["torch_adam"] = (not on_cuda) if choice == "auto" else choice == "false"
+    scheduler = ds.get("scheduler")
+    if scheduler:
+        params = scheduler.setdefault("params", {})
+        if params.get("total_num_steps") == "auto":
+            params["total_num_steps"] = config.train.steps
+        if params.get("warmup_num_steps") == "auto":
+            params["warmup_num_steps"] = max(1, config.train.steps // 10)
+    return ds
+
+
+# --- small helpers -----------------------------------------------------------------------------------
+
+def step_generator(seed: int, step: int, micro: int, rank: int, device: torch.device) -> torch.Generator:
+    """Randomness for corruption comes from (seed, step, micro-batch, rank) alone, so a resumed
+    run corrupts exactly as an uninterrupted one would."""
+    value = (((seed * 1_000_003 + step) * 1_009 + micro) * 131 + rank) % (2**63 - 1)
+    return torch.Generator(device=device).manual_seed(value)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak RSS of this rank (Linux: KiB)
+
+
+def reduce_metrics(sums: dict[str, list[torch.Tensor]], device: torch.device) -> dict[str, float]:
+    """Sum numerators and denominators over micro-batches and ranks, then divide."""
+    names = sorted(sums)
+    if not names:
+        return {}
+    packed = torch.stack([torch.stack([sums[n][0], sums[n][1]]) for n in names]).to(device)
+    dist.all_reduce(packed)
+    return {n: (packed[i, 0] / packed[i, 1]).item() if packed[i, 1] > 0 else float("nan") for i, n in enumerate(names)}
+
+
+def accumulate(sums: dict[str, list[torch.Tensor]], metrics: Metrics) -> None:
+    for name, (numerator, denominator) in metrics.items():
+        numerator, denominator = numerator.detach().float().cpu(), denominator.detach().float().cpu()
+        if name in sums:
+            sums[name][0] += numerator
+            sums[name][1] += denominator
+        else:
+            sums[name] = [numerator.clone(), denominator.clone()]
+
+
+class StopSignal:
+    """SIGUSR1 / SIGTERM (a scheduler's warning before a time limit or pre-emption) ask for a
+    checkpoint at the end of the current step and a clean exit."""
+
+    def __init__(self) -> None:
+        self.received = False
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    def agreed(self, device: torch.device) -> bool:
+        flag = torch.tensor([1.0 if self.received else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+
+@dataclass
+class TrainerState:
+    step: int = 0
+    consumed_samples: int = 0
+    method_state: dict[str, Any] | None = None
+
+
+# --- the run ------------------------------------------------------------------------------------------
+
+class Trainer:
+    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False):
+        self.config = config
+        self.run_dir = Path(config.train.out_dir)
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        accelerator = get_accelerator()
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        self.device = torch.device(accelerator.device_name(local_rank)) if accelerator.device_name() != "cpu" else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+        if not config.data.tokenizer:
+            raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")
+        if not config.data.path:
+            raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare>")
+        self.tokenizer = load_tokenizer(config.data.tokenizer)
+        self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
+        if config.data.seq_len > config.model.max_position_embeddings:
+            raise UserError(f"data.seq_len {config.data.seq_len} exceeds model.max_position_embeddings {config.model.max_position_embeddings}", "lower data.seq_len or raise model.max_position_embeddings")
+        ids = self.dataset.special_ids
+        self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
+                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint)
+        if config.method not in METHODS:
+            raise UserError(f"unknown method {config.method!r}", f"use one of {', '.join(sorted(METHODS))}")
+        self.ds_config = resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda")
+
+        checkpoint = None
+        if resume:
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir)
+        elif ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir)):
+            raise UserError(f"{self.run_dir} already holds checkpoints", "pass --resume to continue that run, or choose another train.out_dir")
+
+        self.method: Method = METHODS[config.method](config, self.tokens, self.device)
+        self.method.setup()  # outside ZeRO: the frozen aux model is whole on every rank
+        torch.manual_seed(config.train.seed)  # identical initial weights on every rank and run
+        module = self.method.build_model(self.ds_config)
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=trainable, config=self.ds_config)
+        if config.model.compile:
+            self.engine.compile()
+        self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
+        self.accumulation = self.engine.gradient_accumulation_steps()
+
+        self.state = TrainerState()
+        if checkpoint is not None:
+            saved = ckpt.load_checkpoint(self.engine, checkpoint)
+            self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
+            self.method.load_state_dict(self.state.method_state or {})
+            self.log(f"resumed from {checkpoint} at step {self.state.step}")
+        self.write_run_files()
+
+    # --- bookkeeping ------------------------------------------------------------------------------
+    def log(self, text: str) -> None:
+        if self.rank == 0:
+            print(f"[fast-electra] {text}", flush=True)
+
+    def write_run_files(self) -> None:
+        """The run directory is self-contained: export needs only it."""
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.run_dir / "config.yaml")
+            (self.run_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=1))
+            (self.run_dir / "tokens.json").write_text(json.dumps(self.tokens.__dict__, indent=1))
+            if not (self.run_dir / "tokenizer").is_dir():
+                self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
+            self.trim_metrics(self.run_dir / "metrics.jsonl")
+        dist.barrier()
+
+    def trim_metrics(self, path: Path) -> None:
+        """Keep only the records up to the step this run starts from (a resumed run rewrites
+        the steps after its checkpoint)."""
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.state.step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def save(self) -> Path:
+        state = {"step": self.state.step, "consumed_samples": self.state.consumed_samples,
+                 "method": self.config.method, "method_state": self.method.state_dict()}
+        path = ckpt.save_checkpoint(self.engine, self.run_dir, self.state.step, state, self.config.train.keep_last)
+        self.log(f"saved checkpoint {path}")
+        return path
+
+    # --- the loop --------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg = self.config.train
+        batches = RankBatches(self.dataset, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples)
+        stop = StopSignal()
+        last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
+        seq_len = self.config.data.seq_len
+        flops_per_step = self.method.flops_per_sequence(seq_len) * self.micro_batch * self.accumulation * self.world_size
+        metrics_file = self.run_dir / "metrics.jsonl"
+        stopped_by_signal = False
+        self.engine.train()
+        self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x {seq_len} tokens on {self.world_size} ranks ({self.device.type})")
+        while self.state.step < last_step:
+            started = time.perf_counter()
+            sums: dict[str, list[torch.Tensor]] = {}
+            ctx = StepContext(self.state.step, self.state.step / cfg.steps, torch.Generator())
+            for micro in range(self.accumulation):
+                batch = {k: v.to(self.device) for k, v in next(batches).items()}
+                ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
+                inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
+                loss, metrics = self.engine(**inputs)
+                self.engine.backward(loss)
+                self.engine.step()
+                accumulate(sums, {**metrics, **outside_metrics})
+            self.state.step += 1
+            self.state.consumed_samples = batches.consumed_samples
+            elapsed = time.perf_counter() - started
+            if self.state.step % cfg.log_every == 0 or self.state.step == last_step:
+                record = {"step": self.state.step, **reduce_metrics(sums, self.device)}
+                record.update(self.method.logged_values(ctx))
+                tokens = self.micro_batch * self.accumulation * self.world_size * seq_len
+                record.update(lr=self.engine.get_lr()[0], step_time_s=elapsed, tokens_per_s=tokens / elapsed,
+                              tflops_per_s=flops_per_step / elapsed / 1e12, peak_memory_gb=self.peak_memory() / 2**30)
+                if self.rank == 0:
+                    with metrics_file.open("a") as out:
+                        out.write(json.dumps(record) + "\n")
+                    self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+            if cfg.save_every and self.state.step % cfg.save_every == 0 and self.state.step < last_step:
+                self.save()
+            if stop.agreed(self.device):
+                stopped_by_signal = True
+                self.log(f"stop signal received: checkpointing at step {self.state.step} and exiting")
+                break
+        final_checkpoint = self.save()
+        finished = self.state.step >= cfg.steps
+        if finished:
+            self.save_probe(final_checkpoint)
+        return {"step": self.state.step, "finished": finished, "stopped_by_signal": stopped_by_signal, "checkpoint": str(final_checkpoint)}
+
+    def peak_memory(self) -> int:
+        peak = torch.tensor([float(peak_memory_bytes(self.device))], device=self.device)
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+        return int(peak.item())
+
+    @torch.no_grad()
+    def save_probe(self, checkpoint: Path) -> None:
+        """Logits of the engine's exported models on one fixed sequence, so export can prove it
+        reproduces the trained engine."""
+        self.engine.eval()
+        sample = self.dataset[0]
+        input_ids, attention_mask = sample["input_ids"][None].to(self.device), sample["attention_mask"][None].to(self.device)
+        probe = {"input_ids": input_ids.cpu(), "attention_mask": attention_mask.cpu(), "logits": {}}
+        for name, model in self.method.exports(self.engine.module).items():
+            probe["logits"][name] = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().cpu()
+        if self.rank == 0:
+            torch.save(probe, checkpoint / "probe.pt")
+        dist.barrier()
+        self.engine.train()
+

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole pipeline on the embedded default corpus (Python's own pydoc topics), on 2 CPU ranks:
+# tokenizer -> token shards -> auxiliary masked-LM (stage 1) -> Fast-ELECTRA main model under
+# ZeRO-3 (stage 2) -> Hugging Face export -> summary. Outputs under runs/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/demo}
+RANKS=${RANKS:-2}
+AUX_STEPS=${AUX_STEPS:-150}
+MAIN_STEPS=${MAIN_STEPS:-200}
+export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+started=$(date +%s)
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+python -c "from fast_electra_ds.data.text import write_pydoc_corpus as w; print(w('$OUT/corpus.txt'), 'documents in the embedded corpus')"
+fast-electra tokenizer --input "$OUT/corpus.txt" --out "$OUT/tokenizer" --vocab-size 4000
+fast-electra prepare --input "$OUT/corpus.txt" --tokenizer "$OUT/tokenizer" --out "$OUT/data" --workers 2
+
+common=(--ds_config ds_configs/zero3.json --config configs/demo.yaml data.path="$OUT/data" data.tokenizer="$OUT/tokenizer")
+echo "== stage 1: auxiliary masked-LM ($AUX_STEPS steps)"
+deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=aux-mlm train.steps="$AUX_STEPS" train.out_dir="$OUT/aux"
+echo "== stage 2: Fast-ELECTRA main model ($MAIN_STEPS steps, frozen aux)"
+deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=fast aux.path="$OUT/aux/hf" train.steps="$MAIN_STEPS" train.out_dir="$OUT"
+
+python scripts/summary.py "$OUT" --wall-time $(( $(date +%s) - started ))
