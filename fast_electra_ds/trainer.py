@@ -21,6 +21,7 @@ from .config import RunConfig, save_config
 from .data.dataset import PackedDataset, RankBatches
 from .data.tokenizer import load_tokenizer
 from .errors import UserError
+from .models.main import is_partitioned, local_and_total_numel
 from .objectives import Metrics
 from .replace import METHODS, Method, StepContext, TokenInfo
 
@@ -183,6 +184,7 @@ class Trainer:
             self.method.load_state_dict(self.state.method_state or {})
             self.log(f"resumed from {checkpoint} at step {self.state.step}")
         self.write_run_files()
+        self.write_placement()
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def log(self, text: str) -> None:
@@ -200,6 +202,34 @@ class Trainer:
                 self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
             self.trim_metrics(self.run_dir / "metrics.jsonl")
         dist.barrier()
+
+    def write_placement(self) -> None:
+        """Where this rank's parameters live: the evidence that ZeRO partitions the main model and
+        that frozen models stay whole, gradient-free and outside the optimizer."""
+        local, total = local_and_total_numel(self.engine.module)
+        engine_params = {id(p) for p in self.engine.module.parameters()}
+        optimizer = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
+        record = {"rank": self.rank, "world_size": self.world_size, "main_local_params": local, "main_total_params": total,
+                  "optimizer_params": sum(p.numel() for group in optimizer.param_groups for p in group["params"])}
+        for name, model in self.method.frozen_modules().items():
+            params = list(model.parameters())
+            record[name] = {
+                "params": sum(p.numel() for p in params),
+                "param_bytes": sum(p.numel() * p.element_size() for p in params),
+                "buffer_bytes": sum(b.numel() * b.element_size() for b in model.buffers()),
+                "dtypes": sorted({str(p.dtype) for p in params}),
+                "requires_grad": any(p.requires_grad for p in params),
+                "in_engine": any(id(p) in engine_params for p in params),
+                "partitioned": any(is_partitioned(p) for p in params),
+                "training_mode": model.training,
+            }
+        placement_dir = self.run_dir / "placement"
+        placement_dir.mkdir(parents=True, exist_ok=True)
+        (placement_dir / f"rank{self.rank}.json").write_text(json.dumps(record, indent=1))
+        if self.rank == 0:
+            frozen = "; ".join(f"{n}: {r['params'] / 1e6:.2f}M params, {r['param_bytes'] / 2**20:.1f} MiB + {r['buffer_bytes'] / 2**10:.1f} KiB buffers, {'/'.join(r['dtypes'])}"
+                               for n, r in record.items() if isinstance(r, dict))
+            self.log(f"main model: {total / 1e6:.2f}M params, {local / 1e6:.2f}M on this rank" + (f"; {frozen}" if frozen else ""))
 
     def trim_metrics(self, path: Path) -> None:
         """Keep only the records up to the step this run starts from (a resumed run rewrites

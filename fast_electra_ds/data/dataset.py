@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .prepare import META_FILE, import_indexed_dataset, shard_prefix
+from .prepare import META_FILE, import_indexed_dataset
 
 _IDX_HEADER = b"MMIDIDX\x00\x00"
 _IDX_FIXED_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
@@ -27,7 +27,7 @@ def _rerun(data_dir: Path) -> str:
     return f"re-run `fast-electra prepare` to rebuild {data_dir}"
 
 
-def _check_idx_file(idx_path: Path, bin_path: Path, data_dir: Path) -> None:
+def _check_idx_file(idx_path: Path, data_dir: Path) -> None:
     """Validate the .idx header and sizes ourselves: megatron reads garbage without complaint
     (or with bare asserts) when a file is truncated or corrupted."""
     name = idx_path.with_suffix("").name
@@ -51,7 +51,7 @@ def _open_shard(data_dir: Path, name: str, expected: dict | None):
     for path in (idx_path, bin_path):
         if not path.is_file():
             raise UserError(f"shard {name} is missing its {path.suffix} file ({path})", _rerun(data_dir))
-    _check_idx_file(idx_path, bin_path, data_dir)
+    _check_idx_file(idx_path, data_dir)
     if os.path.getsize(bin_path) == 0:
         raise UserError(f"shard {name} has an empty data file {bin_path.name}", _rerun(data_dir))
     try:

@@ -60,6 +60,10 @@ class Method:
     def setup(self) -> None:
         """Load whatever lives outside the engine (e.g. a frozen auxiliary model)."""
 
+    def frozen_modules(self) -> dict[str, torch.nn.Module]:
+        """Models used outside the engine (never trained, never in the optimizer)."""
+        return {}
+
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """Sub-directory name ("" for the top level) -> Hugging Face model inside `module`."""
         raise NotImplementedError

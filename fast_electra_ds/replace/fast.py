@@ -38,6 +38,9 @@ class FastElectra(Method):
             raise UserError("method fast needs an auxiliary masked-LM (aux.path is empty)", "train one with method aux-mlm and pass aux.path=<run>/hf, or any local HF masked-LM directory")
         self.aux = load_frozen_aux(self.config.aux.path, self.tokens.vocab_size, self.tokens.fingerprint, self.config.aux.dtype, self.device)
 
+    def frozen_modules(self) -> dict[str, torch.nn.Module]:
+        return {"aux": self.aux.model}
+
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         return {"": module.discriminator}
 

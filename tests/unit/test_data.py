@@ -4,11 +4,9 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
