@@ -1,0 +1,140 @@
+"""Each user mistake gives one line `error: <problem>; <fix>`, exit status 2, no traceback."""
+import json
+import shutil
+
+import pytest
+from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+
+from tests.conftest import ROOT, run_cli, run_train_single
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+def train_args(prepared, out_dir, *extra, ds_config=None):
+    return ["--ds_config", str(ds_config or ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
+            "train.steps=2", *extra]
+
+
+def tiny_electra_config(vocab_size):
+    return ElectraConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=1, intermediate_size=64, max_position_embeddings=128)
+
+
+# --- text and shards ---------------------------------------------------------------------------------
+
+def test_missing_input_file(tmp_path):
+    assert_user_error(run_cli(["tokenizer", "--input", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "tok")]), "nope.txt")
+
+
+def test_empty_input_file(prepared, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert_user_error(run_cli(["prepare", "--input", str(empty), "--tokenizer", str(prepared["tokenizer"]), "--out", str(tmp_path / "d")]), "empty")
+    assert not (tmp_path / "d").exists()
+
+
+def test_undecodable_bytes_are_replaced_and_counted(prepared, tmp_path):
+    text = tmp_path / "latin1.txt"
+    text.write_bytes("caf\xe9 cr\xe8me is a dessert\n\nsecond document here\n".encode("latin-1"))
+    result = run_cli(["prepare", "--input", str(text), "--tokenizer", str(prepared["tokenizer"]), "--out", str(tmp_path / "d")])
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((tmp_path / "d" / "meta.json").read_text())
+    assert meta["num_documents"] == 2 and meta["replaced_chars"] == 2
+
+
+def test_truncated_shard(prepared, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared["data"], data)
+    binary = next(data.glob("*.bin"))
+    binary.write_bytes(binary.read_bytes()[: binary.stat().st_size // 2])
+    result = run_train_single(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm"))
+    assert_user_error(result, binary.stem, "prepare")
+
+
+def test_corrupted_index(prepared, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared["data"], data)
+    index = next(data.glob("*.idx"))
+    index.write_bytes(b"garbage!" * 8)
+    assert_user_error(run_train_single(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm")), index.stem)
+
+
+# --- configuration ------------------------------------------------------------------------------------
+
+def test_unknown_config_key_names_it_and_lists_valid_ones(prepared, tmp_path):
+    result = run_train_single(train_args(prepared, tmp_path / "run", "train.stpes=3"))
+    assert_user_error(result, "train.stpes", "steps", "out_dir")
+
+
+def test_missing_ds_config(prepared, tmp_path):
+    assert_user_error(run_train_single(train_args(prepared, tmp_path / "run", ds_config=tmp_path / "none.json")), "none.json")
+
+
+def test_inconsistent_batch_sizes(prepared, tmp_path):
+    ds = json.loads((ROOT / "ds_configs/zero3.json").read_text())
+    ds.update(train_batch_size=7)
+    path = tmp_path / "ds.json"
+    path.write_text(json.dumps(ds))
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=aux-mlm", ds_config=path))
+    assert_user_error(result, "train_batch_size 7", "world size 1")
+
+
+def test_resume_without_checkpoint(prepared, tmp_path):
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=aux-mlm", "--resume"))
+    assert_user_error(result, "no complete checkpoint")
+
+
+# --- the auxiliary model --------------------------------------------------------------------------------
+
+def test_aux_directory_without_mlm_head(prepared, tmp_path):
+    aux = tmp_path / "disc"
+    ElectraForPreTraining(tiny_electra_config(2000)).save_pretrained(aux)
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=fast", f"aux.path={aux}"))
+    assert_user_error(result, "no masked-LM head")
+
+
+def test_aux_missing_head_weights(prepared, tmp_path):
+    """A masked-LM config over weights that lack the head (e.g. a renamed discriminator)."""
+    aux = tmp_path / "headless"
+    ElectraForPreTraining(tiny_electra_config(2000)).save_pretrained(aux)
+    config = json.loads((aux / "config.json").read_text())
+    config["architectures"] = ["ElectraForMaskedLM"]
+    (aux / "config.json").write_text(json.dumps(config))
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=fast", f"aux.path={aux}"))
+    assert_user_error(result, "generator")
+
+
+def test_aux_vocabulary_size_mismatch(prepared, tmp_path):
+    aux = tmp_path / "aux3000"
+    ElectraForMaskedLM(tiny_electra_config(3000)).save_pretrained(aux)
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=fast", f"aux.path={aux}"))
+    assert_user_error(result, "vocabulary mismatch", "3000", "2000")
+
+
+def test_aux_tokenizer_mismatch(prepared, corpus, tmp_path):
+    """Same vocabulary size, different vocabulary: a tokenizer trained on other text."""
+    from fast_electra_ds.data.tokenizer import train_tokenizer
+
+    other = tmp_path / "other.txt"
+    other.write_text("\n\n".join(corpus.read_text().split("\n\n")[::-1][:30]))
+    aux = tmp_path / "aux_other_tok"
+    train_tokenizer([str(other)], aux, vocab_size=2000)
+    ElectraForMaskedLM(tiny_electra_config(2000)).save_pretrained(aux)
+    result = run_train_single(train_args(prepared, tmp_path / "run", "method=fast", f"aux.path={aux}"))
+    assert_user_error(result, "differs from the data's tokenizer")
+
+
+def test_fast_without_aux_path(prepared, tmp_path):
+    assert_user_error(run_train_single(train_args(prepared, tmp_path / "run", "method=fast")), "aux.path")
+
+
+def test_unknown_method(prepared, tmp_path):
+    assert_user_error(run_train_single(train_args(prepared, tmp_path / "run", "method=nope")), "unknown method", "fast")
