@@ -1,0 +1,80 @@
+"""Config merging and validation, DeepSpeed batch arithmetic, checkpoint discovery."""
+import pytest
+
+from fast_electra_ds import checkpoint as ckpt
+from fast_electra_ds.config import RunConfig, load_config
+from fast_electra_ds.errors import UserError
+from fast_electra_ds.models.main import scaled_sizes
+from fast_electra_ds.trainer import resolve_ds_config
+
+
+def test_yaml_then_overrides(tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text("model:\n  preset: base\ntrain:\n  steps: 7\n")
+    config = load_config([str(preset)], ["train.steps=9", "curriculum.t0=3", "model.compile=true"])
+    assert config.model.preset == "base" and config.train.steps == 9
+    assert config.curriculum.t0 == 3.0 and config.model.compile is True
+    assert config.model.sizes()["hidden_size"] == 768
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("train.stpes=3", "'train.stpes'"),
+    ("nonsense.x=1", "'nonsense'"),
+    ("train.steps=many", "not a int"),
+    ("train.steps", "section.key=value"),
+])
+def test_bad_overrides_name_the_problem(override, fragment):
+    with pytest.raises(UserError, match=fragment):
+        load_config([], [override])
+
+
+def test_unknown_preset():
+    with pytest.raises(UserError, match="huge"):
+        load_config([], ["model.preset=huge"]).model.sizes()
+
+
+def test_aux_sizes_as_fractions_of_the_main_model():
+    base = RunConfig().model
+    base.preset = "base"
+    shallow = scaled_sizes(base.sizes(), 1 / 3, 1.0)  # Fast-ELECTRA / METRO: 4 of 12 layers, full width
+    assert shallow["num_hidden_layers"] == 4 and shallow["hidden_size"] == 768
+    narrow = scaled_sizes(base.sizes(), 1.0, 1 / 3)  # ELECTRA-Base's generator: hidden 256, 12 layers
+    assert narrow["hidden_size"] == 256 and narrow["num_hidden_layers"] == 12 and narrow["num_attention_heads"] == 4
+
+
+def test_ds_batch_arithmetic():
+    config = RunConfig()
+    ds = resolve_ds_config({"train_batch_size": 32, "gradient_accumulation_steps": 2}, 4, config, on_cuda=False)
+    assert ds["train_micro_batch_size_per_gpu"] == 4
+    ds = resolve_ds_config({"train_micro_batch_size_per_gpu": 8}, 2, config, on_cuda=False)
+    assert ds["train_batch_size"] == 16 and ds["gradient_accumulation_steps"] == 1
+    with pytest.raises(UserError, match="inconsistent batch sizes"):
+        resolve_ds_config({"train_micro_batch_size_per_gpu": 8, "train_batch_size": 24}, 2, config, on_cuda=False)
+    with pytest.raises(UserError, match="not divisible"):
+        resolve_ds_config({"train_batch_size": 30, "gradient_accumulation_steps": 4}, 2, config, on_cuda=False)
+
+
+def test_adam_choice_follows_the_device_with_override():
+    config = RunConfig()
+    ds = {"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+          "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": "auto", "warmup_num_steps": "auto"}}}
+    assert resolve_ds_config(ds, 1, config, on_cuda=False)["optimizer"]["params"]["torch_adam"] is True
+    assert resolve_ds_config(ds, 1, config, on_cuda=True)["optimizer"]["params"]["torch_adam"] is False
+    config.train.fused_adam = "false"
+    resolved = resolve_ds_config(ds, 1, config, on_cuda=True)
+    assert resolved["optimizer"]["params"]["torch_adam"] is True
+    assert resolved["scheduler"]["params"]["total_num_steps"] == config.train.steps
+    assert "torch_adam" not in ds["optimizer"]["params"]  # the user's dict is left alone
+
+
+def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
+    root = ckpt.checkpoint_root(tmp_path)
+    for step, complete in ((10, True), (20, True), (30, False)):
+        (root / ckpt.tag_for(step)).mkdir(parents=True)
+        if complete:
+            (root / ckpt.tag_for(step) / ckpt.COMPLETE).write_text(str(step))
+    assert ckpt.resolve_checkpoint(tmp_path).name == ckpt.tag_for(20)
+    with pytest.raises(UserError, match="incomplete"):
+        ckpt.resolve_checkpoint(root / ckpt.tag_for(30))
+    with pytest.raises(UserError, match="no complete checkpoint"):
+        ckpt.resolve_checkpoint(tmp_path / "elsewhere")
