@@ -10,3 +10,9 @@ class UserError(Exception):
     def __init__(self, problem: str, fix: str = ""):
         message = problem if not fix else f"{problem}; {fix}"
         super().__init__(" ".join(message.split()))  # always one line
+
+
+class PeerRankFailure(UserError):
+    """Another rank of the job died (killed, out of memory, node lost): this rank cannot go on."""
+
+    exit_code = 3

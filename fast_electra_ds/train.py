@@ -11,8 +11,25 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 
-from .errors import UserError
+from .errors import PeerRankFailure, UserError
+
+PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator was aborted")
+
+
+def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
+    """A collective failing because another rank is gone, as one actionable line."""
+    import torch.distributed as dist
+
+    from .checkpoint import checkpoint_root, complete_checkpoints
+
+    if not (isinstance(err, dist.DistBackendError) or any(sign in str(err) for sign in PEER_FAILURE_SIGNS)):
+        return None
+    found = complete_checkpoints(checkpoint_root(Path(out_dir)))
+    latest = f"latest complete checkpoint: {found[-1]}" if found else "no complete checkpoint yet"
+    return PeerRankFailure(f"another rank of this job stopped ({str(err).splitlines()[0][-120:]}); {latest}",
+                           "see the first failing rank's log, then re-launch with --resume")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -66,9 +83,17 @@ def run(args: argparse.Namespace) -> int:
         if dist.get_rank() == 0:
             print("[fast-electra] done: " + json.dumps(result), flush=True)
         dist.barrier()
+    except RuntimeError as err:
+        failure = peer_failure(err, config.train.out_dir)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         if dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.destroy_process_group()
+            except RuntimeError:
+                pass  # the group is already broken by a lost peer
     return 0
 
 

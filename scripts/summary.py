@@ -2,6 +2,7 @@
 and a check that the exported model loads in transformers."""
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -21,6 +22,9 @@ def main() -> None:
     print(f"\nrun {run}: {last['step']} steps")
     print(f"  loss      {first['loss']:.4f} (step {first['step']}) -> {last['loss']:.4f} (step {last['step']})")
     print(f"  rtd_acc   {first['rtd_acc']:.4f} -> {last['rtd_acc']:.4f}   (replaced {last['rtd_acc_replaced']:.3f}, original {last['rtd_acc_original']:.3f})")
+    p = last["replaced_frac"]
+    prior = -(p * math.log(p) + (1 - p) * math.log(1 - p)) if 0 < p < 1 else 0.0
+    print(f"  (always answering 'original' would score loss {prior:.4f}, accuracy {1 - p:.4f}: below that, the model detects replacements from context)")
     print(f"  temperature {first['temperature']:.3f} -> {last['temperature']:.3f}; aux accuracy at masked positions {last['aux_acc']:.3f}")
     print(f"  median step {median('step_time_s'):.3f} s, {median('tokens_per_s'):.0f} tokens/s, {median('tflops_per_s') * 1000:.2f} GFLOP/s; peak memory per rank {last['peak_memory_gb']:.2f} GiB")
     tokenizer = AutoTokenizer.from_pretrained(run / "hf")

@@ -101,3 +101,34 @@ def test_export_loads_in_transformers_and_matches_the_engine(fast_run):
     assert logits.shape == engine_logits.shape
     # The engine computes in bf16 from the fp32 master weights the export holds: bf16 rounding only.
     assert (logits - engine_logits).abs().max() < 1e-2
+
+
+def test_killed_rank_gives_one_line_error_and_resumable_checkpoints(prepared, aux_run, tmp_path):
+    import subprocess
+    import time
+
+    from fast_electra_ds.checkpoint import resolve_checkpoint
+    from tests.conftest import cpu_env, free_port
+
+    args = common(prepared, tmp_path, "method=fast", f"aux.path={aux_run / 'hf'}", "train.steps=100000", "train.save_every=3",
+                  "train.keep_last=2")
+    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
+    job = subprocess.Popen(command, cwd=ROOT, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 240
+        while not list((tmp_path / "checkpoints").glob("step_*/COMPLETE")) and time.time() < deadline:
+            time.sleep(0.5)
+        assert job.poll() is None, "training ended before a checkpoint was written"
+        rank1 = subprocess.run(["pgrep", "-f", f"local_rank=1 .*train.out_dir={tmp_path}"], capture_output=True, text=True).stdout.split()
+        assert rank1, "rank 1 not found"
+        subprocess.run(["kill", "-9", *rank1])
+        output, _ = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode != 0
+    errors = [line for line in output.splitlines() if "error: another rank of this job stopped" in line]
+    assert len(errors) == 1 and "--resume" in errors[0], output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    latest = resolve_checkpoint(tmp_path)  # only complete checkpoints count
+    launch(args[:-3] + [f"train.steps={int(latest.name.split('_')[1]) + 2}", "--resume"])
+    assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])["step"] == int(latest.name.split("_")[1]) + 2
