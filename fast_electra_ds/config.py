@@ -68,6 +68,24 @@ class AuxConfig:
 
 
 @dataclass
+class GeneratorConfig:
+    """The jointly trained generator of the `electra`, `electra-15`, `replace-mlm` and `all-tokens-mlm`
+    methods (ELECTRA, Clark et al. 2020). It shares the main model's embeddings module (token,
+    position and token-type embeddings and their LayerNorm: one set of tensors) and ties its output
+    layer to the shared word embeddings; `embeddings_project` maps the shared embedding width to a
+    narrower generator. Its size is a fraction of the main model's: ELECTRA uses a full-depth generator
+    1/4 to 1/3 as wide (hidden_fraction); COCO-LM-style generators are shallower and full width
+    (depth_fraction < 1, hidden_fraction = 1). Replacements are drawn by Gumbel-max at temperature 1
+    from the generator's detached logits. loss = gen_weight * L_MLM + disc_weight * L_RTD (ELECTRA:
+    1 and 50); an MLM-type main objective (replace-mlm, all-tokens-mlm) has weight 1."""
+
+    hidden_fraction: float = 0.25
+    depth_fraction: float = 1.0
+    gen_weight: float = 1.0
+    disc_weight: float = 50.0
+
+
+@dataclass
 class MaskingConfig:
     """ELECTRA's official corruption rates (pretrain_helpers.mask): 15% of tokens selected, of which
     85% become [MASK] and 15% stay as they are; no random tokens."""
@@ -112,6 +130,7 @@ class RunConfig:
     method: str = "fast"
     model: ModelConfig = field(default_factory=ModelConfig)
     aux: AuxConfig = field(default_factory=AuxConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -37,6 +37,14 @@ def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in torch.load(states, map_location="cpu", weights_only=False)["module"].items()}
 
 
+def parameter_aliases(module: torch.nn.Module) -> dict[str, set[str]]:
+    """Each parameter name -> the other names of the same Parameter in `module`."""
+    names: dict[int, list[str]] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(name)
+    return {name: set(group) - {name} for group in names.values() for name in group}
+
+
 def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict[str, float]:
     """Write each Hugging Face model of the checkpoint's method to OUT_DIR (or OUT_DIR/<name>).
     Returns, when the checkpoint carries probe logits of the trained engine, the largest absolute
@@ -50,9 +58,13 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict
     tokens = TokenInfo(**json.loads((run_dir / "tokens.json").read_text()))
     method = METHODS[config.method](config, tokens, torch.device("cpu"))
     module = method.build_model(None)
+    aliases = parameter_aliases(module)
     state = consolidated_state_dict(checkpoint)
     missing, unexpected = module.load_state_dict(state, strict=False)
-    tied = {name for name in missing if name.endswith("generator_lm_head.weight")}  # tied to the word embeddings
+    # A tied or shared Parameter (an output layer tied to the word embeddings, a generator sharing the
+    # main model's embeddings) is one tensor under several names: loaded when any of its names was.
+    tied = {name for name in missing if name.endswith("generator_lm_head.weight")}
+    tied |= {name for name in missing if aliases.get(name, set()) & set(state)}
     if set(missing) - tied or unexpected:
         raise UserError(f"checkpoint {checkpoint} does not fit method {config.method} (missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})", "export with the run directory that wrote it")
     module.eval()

@@ -1,3 +1,3 @@
 """Replacement strategies / objectives, one module per method; importing this registers them all."""
-from . import aux_mlm, fast  # noqa: F401
+from . import all_tokens_mlm, aux_mlm, electra, electra_15, fast, mlm, replace_mlm  # noqa: F401
 from .base import METHODS, Method, StepContext, TokenInfo  # noqa: F401

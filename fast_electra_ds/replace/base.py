@@ -9,6 +9,11 @@ A method owns corruption and objective; the trainer never knows which method run
 
 `build_model` returns the one nn.Module that goes into deepspeed.initialize; `exports` names the
 Hugging Face models inside it that `fast-electra export` writes out.
+
+A method whose sampling happens inside the engine (a generator trained jointly with the main model:
+`electra` and its ablations, see joint.py) puts the micro-batch's `ctx.generator` into `inputs` (as
+`rng`): a torch.Generator passes through engine(**inputs) unchanged, so the replacements drawn inside
+the forward come from (seed, step, micro-batch, rank) and a resumed run draws the same ones.
 """
 from __future__ import annotations
 
@@ -69,7 +74,8 @@ class Method:
         raise NotImplementedError
 
     # --- per micro-batch ----------------------------------------------------------------------
-    def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, torch.Tensor], Metrics]:
+    def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, Any], Metrics]:
+        """The engine's keyword inputs (tensors, and possibly ctx.generator) and metrics computed outside it."""
         raise NotImplementedError
 
     def logged_values(self, ctx: StepContext) -> dict[str, float]:

@@ -1,0 +1,119 @@
+"""`method=electra` (generator and discriminator trained jointly in one ZeRO-3 engine) on 2 CPU ranks
+through the deepspeed launcher, and what switching `method` keeps the same: checkpoint layout and the
+export command."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import launch, run_cli
+from tests.integration.test_zero3_pipeline import common, metrics
+
+pytestmark = pytest.mark.integration
+
+STEPS = 30
+
+
+@pytest.fixture(scope="module")
+def electra_run(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("electra")
+    launch(common(prepared, out, "method=electra", f"train.steps={STEPS}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlm_run(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlm")
+    launch(common(prepared, out, "method=mlm", "train.steps=4"))
+    return out
+
+
+def test_both_losses_fall_and_every_metric_is_logged(electra_run):
+    records = metrics(electra_run)
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+    for key in ("loss", "mlm_loss", "mlm_acc", "rtd_loss", "rtd_acc", "rtd_acc_replaced", "rtd_acc_original",
+                "replaced_frac", "tflops_per_s", "peak_memory_gb"):
+        assert key in records[0], key
+    for key in ("mlm_loss", "rtd_loss", "loss"):
+        last = sum(r[key] for r in records[-3:]) / 3
+        assert last < records[0][key] * 0.97, (key, records[0][key], last)
+    assert records[0]["loss"] == pytest.approx(records[0]["mlm_loss"] + 50 * records[0]["rtd_loss"], rel=1e-3)
+    assert 0 < records[0]["replaced_frac"] <= 0.16
+
+
+def test_zero3_partitions_generator_and_discriminator_together(electra_run):
+    from fast_electra_ds.config import load_config
+    from fast_electra_ds.replace import METHODS, TokenInfo
+
+    config = load_config([str(electra_run / "config.yaml")])
+    tokens = TokenInfo(**json.loads((electra_run / "tokens.json").read_text()))
+    module = METHODS["electra"](config, tokens, torch.device("cpu")).build_model(None)
+    whole = sum(p.numel() for p in module.parameters())  # shared embeddings counted once
+    discriminator = sum(p.numel() for p in module.main.parameters())
+    ranks = [json.loads((electra_run / "placement" / f"rank{r}.json").read_text()) for r in range(2)]
+    for record in ranks:
+        assert record["main_total_params"] == whole > discriminator  # the generator is in the engine
+        assert abs(record["main_local_params"] / whole - 0.5) < 0.05  # and partitioned with the rest
+    assert "aux" not in ranks[0]  # nothing lives outside the engine
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(prepared, electra_run, tmp_path):
+    args = common(prepared, tmp_path, "method=electra", f"train.steps={STEPS}")
+    launch(args + ["train.stop_after=12"])
+    assert [r["step"] for r in metrics(tmp_path)] == list(range(1, 13))
+    launch(args + ["--resume"])
+    resumed, uninterrupted = metrics(tmp_path), metrics(electra_run)
+    assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
+    for a, b in zip(resumed, uninterrupted):
+        for key in ("loss", "mlm_loss", "rtd_loss", "replaced_frac"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), (a["step"], key, a[key], b[key])
+
+
+def test_export_writes_discriminator_and_a_stand_alone_generator(electra_run, tmp_path):
+    from transformers import ElectraForMaskedLM, ElectraForPreTraining
+
+    import fast_electra_ds.replace  # noqa: F401 (import order: models.aux needs replace first)
+    from fast_electra_ds.models.aux import load_frozen_aux
+
+    out = tmp_path / "export"
+    result = run_cli(["export", str(electra_run), str(out)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "generator: max |logit - engine|" in result.stdout
+    discriminator = ElectraForPreTraining.from_pretrained(out).eval()
+    generator, info = ElectraForMaskedLM.from_pretrained(out / "generator", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert generator.config.hidden_size == discriminator.config.hidden_size // 4
+    for (name, a), b in zip(discriminator.electra.embeddings.named_parameters(), generator.electra.embeddings.parameters()):
+        assert torch.equal(a, b), name  # one set of embeddings, written into both
+    probe = torch.load(sorted((electra_run / "checkpoints").glob("step_*"))[-1] / "probe.pt", weights_only=False)
+    with torch.no_grad():
+        for name, model in (("", discriminator), ("generator", generator.eval())):
+            logits = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
+            assert (logits - probe["logits"][name]).abs().max() < 3e-2, name  # bf16 engine vs fp32 export
+    # "train the auxiliary model once": the generator is a valid aux.path for method fast
+    tokens = json.loads((electra_run / "tokens.json").read_text())
+    aux = load_frozen_aux(str(out / "generator"), tokens["vocab_size"], tokens["fingerprint"], "auto", torch.device("cpu"))
+    selected = probe["attention_mask"].bool() & (torch.arange(probe["input_ids"].shape[1]) % 7 == 3)
+    sampled, _ = aux.propose(probe["input_ids"], probe["attention_mask"], selected, 1.0, torch.Generator().manual_seed(0), [0, 1, 2, 3, 4])
+    assert sampled.shape == (selected.sum(),)
+
+
+def test_switching_method_keeps_checkpoint_layout_and_export_command(electra_run, mlm_run, tmp_path):
+    from transformers import ElectraForMaskedLM
+
+    def layout(run: Path) -> set[str]:
+        step = sorted((run / "checkpoints").glob("step_*"))[-1]
+        return {p.name for p in step.iterdir()}
+
+    assert layout(electra_run) == layout(mlm_run)
+    assert {p.name for p in electra_run.iterdir()} >= {"config.yaml", "ds_config.json", "tokens.json", "tokenizer", "metrics.jsonl",
+                                                        "placement", "checkpoints", "hf"}
+    assert {p.name for p in mlm_run.iterdir()} == {p.name for p in electra_run.iterdir()}
+    result = run_cli(["export", str(mlm_run), str(tmp_path / "mlm")])
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = ElectraForMaskedLM.from_pretrained(tmp_path / "mlm")
+    assert model.config.hidden_size == 64 and model.config.num_hidden_layers == 2  # the main model's size
+    assert not (tmp_path / "mlm" / "generator").exists()
+    records = metrics(mlm_run)
+    assert records[-1]["mlm_loss"] < records[0]["mlm_loss"]
