@@ -107,6 +107,16 @@ def accumulate(sums: dict[str, list[torch.Tensor]], metrics: Metrics) -> None:
             sums[name] = [numerator.clone(), denominator.clone()]
 
 
+def optimizer_numel(optimizer) -> int:
+    """Parameters whose fp32 master copy and Adam moments this rank's optimizer holds."""
+    for flat_partitions in ("fp32_partitioned_groups_flat", "single_partition_of_fp32_groups"):  # ZeRO-3; ZeRO-1/2
+        groups = getattr(optimizer, flat_partitions, None)
+        if groups:
+            return sum(t.numel() for t in groups)
+    inner = getattr(optimizer, "optimizer", optimizer)
+    return sum(p.numel() for group in inner.param_groups for p in group["params"])
+
+
 class StopSignal:
     """SIGUSR1 / SIGTERM (a scheduler's warning before a time limit or pre-emption) ask for a
     checkpoint at the end of the current step and a clean exit."""
@@ -163,6 +173,9 @@ class Trainer:
         checkpoint = None
         if resume:
             checkpoint = ckpt.resolve_checkpoint(self.run_dir)
+            saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
+            if saved_method != config.method:
+                raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
         elif ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir)):
             raise UserError(f"{self.run_dir} already holds checkpoints", "pass --resume to continue that run, or choose another train.out_dir")
 
@@ -208,9 +221,8 @@ class Trainer:
         that frozen models stay whole, gradient-free and outside the optimizer."""
         local, total = local_and_total_numel(self.engine.module)
         engine_params = {id(p) for p in self.engine.module.parameters()}
-        optimizer = getattr(self.engine.optimizer, "optimizer", self.engine.optimizer)
         record = {"rank": self.rank, "world_size": self.world_size, "main_local_params": local, "main_total_params": total,
-                  "optimizer_params": sum(p.numel() for group in optimizer.param_groups for p in group["params"])}
+                  "optimizer_params": optimizer_numel(self.engine.optimizer)}
         for name, model in self.method.frozen_modules().items():
             params = list(model.parameters())
             record[name] = {

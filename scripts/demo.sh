@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/demo}
 RANKS=${RANKS:-2}
-AUX_STEPS=${AUX_STEPS:-800}
+AUX_STEPS=${AUX_STEPS:-1000}
 MAIN_STEPS=${MAIN_STEPS:-1000}
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 started=$(date +%s)
@@ -16,7 +16,7 @@ python -c "from fast_electra_ds.data.text import write_pydoc_corpus as w; print(
 fast-electra tokenizer --input "$OUT/corpus.txt" --out "$OUT/tokenizer" --vocab-size 4000
 fast-electra prepare --input "$OUT/corpus.txt" --tokenizer "$OUT/tokenizer" --out "$OUT/data" --workers 2
 
-common=(--ds_config "${DS_CONFIG:-ds_configs/zero3_demo.json}" --config configs/demo.yaml data.path="$OUT/data" data.tokenizer="$OUT/tokenizer")
+common=(--ds_config "${DS_CONFIG:-ds_configs/zero3.json}" --config configs/demo.yaml data.path="$OUT/data" data.tokenizer="$OUT/tokenizer")
 echo "== stage 1: auxiliary masked-LM ($AUX_STEPS steps)"
 deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=aux-mlm train.steps="$AUX_STEPS" train.out_dir="$OUT/aux"
 echo "== stage 2: Fast-ELECTRA main model ($MAIN_STEPS steps, frozen aux)"

@@ -67,7 +67,8 @@ def test_zero3_partitions_main_model_and_aux_stays_frozen_whole(fast_run):
     for record in ranks:
         assert record["world_size"] == 2
         assert abs(record["main_local_params"] / total - 0.5) < 0.05  # each rank holds about half
-        assert record["optimizer_params"] <= record["main_local_params"] * 1.05  # only its own partition, no aux
+        # The optimizer holds this rank's partition of the main model and nothing of the aux model.
+        assert record["main_local_params"] <= record["optimizer_params"] <= record["main_local_params"] * 1.01
         aux = record["aux"]
         assert aux["requires_grad"] is False and aux["in_engine"] is False and aux["partitioned"] is False
         assert aux["training_mode"] is False and aux["dtypes"] == ["torch.bfloat16"]
