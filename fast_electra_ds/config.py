@@ -159,7 +159,8 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
     kinds = [t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
-    if value is None and type(None) in getattr(hint, "__args__", ()):
+    optional = type(None) in getattr(hint, "__args__", ())
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))):
         return None
     kind = kinds[0]
     try:
@@ -180,7 +181,8 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise UserError(f"override {text!r} is not of the form section.key=value", "e.g. train.steps=200")
     key, raw = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(raw) if raw != "" else ""
+    # Kept as text and converted by the field's type: YAML would turn out_dir=off into False.
+    return key.strip().split("."), raw
 
 
 def load_config(paths: list[str] | None = None, overrides: list[str] | None = None) -> RunConfig:

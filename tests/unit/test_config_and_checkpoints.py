@@ -17,6 +17,12 @@ def test_yaml_then_overrides(tmp_path):
     assert config.model.sizes()["hidden_size"] == 768
 
 
+def test_override_values_take_the_field_type():
+    config = load_config([], ["train.out_dir=off", "aux.path=null", "model.dropout=0", "train.export=no"])
+    assert config.train.out_dir == "off" and config.aux.path is None
+    assert config.model.dropout == 0.0 and config.train.export is False
+
+
 @pytest.mark.parametrize("override, fragment", [
     ("train.stpes=3", "'train.stpes'"),
     ("nonsense.x=1", "'nonsense'"),
