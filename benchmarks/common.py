@@ -1,0 +1,56 @@
+"""Shared by the benchmark scripts: setting options on the command line, markdown tables, output."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from fast_electra_ds.accounting.paper import SETTINGS, PaperSetting, get_setting
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_setting_args(parser: argparse.ArgumentParser, default: Iterable[str] = ("paper-base", "paper-large")) -> None:
+    parser.add_argument("--settings", nargs="+", default=list(default), choices=list(SETTINGS),
+                        help="named settings (paper-base, paper-large: the poster's; tiny, small: runnable on a CPU)")
+    parser.add_argument("--seq-len", type=int)
+    parser.add_argument("--vocab-size", type=int)
+    parser.add_argument("--main-layers", type=int)
+    parser.add_argument("--main-hidden", type=int)
+    parser.add_argument("--aux-layers", type=int)
+    parser.add_argument("--aux-hidden", type=int)
+    parser.add_argument("--mask-prob", type=float)
+    parser.add_argument("--no-corrective-lm", dest="corrective_lm", action="store_const", const=False,
+                        help="main model without the vocabulary head over all positions")
+    parser.add_argument("--micro-batch", type=int)
+    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3])
+    parser.add_argument("--world-size", type=int)
+
+
+def settings_from_args(args: argparse.Namespace) -> list[PaperSetting]:
+    keys = ["seq_len", "vocab_size", "main_layers", "main_hidden", "aux_layers", "aux_hidden", "mask_prob",
+            "corrective_lm", "micro_batch", "precision", "zero_stage", "world_size"]
+    overrides = {k: getattr(args, k, None) for k in keys}
+    return [get_setting(name, **overrides) for name in args.settings]
+
+
+def fmt(value: Any, digits: int = 1) -> str:
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[Any]], digits: int = 1) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(v, digits) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
