@@ -126,10 +126,9 @@ class PaperAux(torch.nn.Module):
     """The auxiliary masked-LM: an Electra generator whose MLM head runs over all positions (the
     poster's count) or, given `selected`, at those positions only (this project's `fast`)."""
 
-    def __init__(self, setting: PaperSetting, attn_implementation: str = "sdpa"):
+    def __init__(self, setting: PaperSetting, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32):
         super().__init__()
-        self.mlm = ElectraForMaskedLM._from_config(setting.aux_config(), attn_implementation=attn_implementation,
-                                                   dtype=torch.float32)
+        self.mlm = ElectraForMaskedLM._from_config(setting.aux_config(), attn_implementation=attn_implementation, dtype=dtype)
 
     def logits(self, input_ids: torch.Tensor, selected: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.mlm.electra(input_ids=input_ids).last_hidden_state

@@ -1,0 +1,120 @@
+"""Run the three benchmarks and write benchmarks/results/ (markdown, CSV, JSON, PNG bar charts) and
+benchmarks/README.md with the generated tables.
+
+    python benchmarks/report.py [--quick]
+
+--quick (under 10 minutes on a 2-core CPU): memory validated at `tiny` instead of `small`, throughput
+at the `tiny` preset with fewer steps. The FLOPs and simulated-memory tables are the same either way."""
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import flops as flops_bench
+from benchmarks import memory as memory_bench
+from benchmarks import throughput as throughput_bench
+from benchmarks.common import RESULTS
+from fast_electra_ds.accounting.paper import get_setting
+
+README = Path(__file__).resolve().parent / "README.md"
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def bar_charts(out: Path, flops: dict, memory: dict) -> list[str]:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    for kind, data, unit in [("flops", flops, "GFLOPs per sequence"), ("memory", memory, "GB per rank")]:
+        fig, axes = plt.subplots(1, len(data), figsize=(6 * len(data), 4), squeeze=False)
+        for ax, (name, values) in zip(axes[0], data.items()):
+            labels = list(values)
+            ours = [values[k][0] for k in labels]
+            paper = [values[k][1] or 0 for k in labels]
+            x = range(len(labels))
+            ax.bar([i - 0.2 for i in x], ours, width=0.4, label="ours")
+            ax.bar([i + 0.2 for i in x], paper, width=0.4, label="paper")
+            ax.set_xticks(list(x), labels, rotation=30, ha="right", fontsize=8)
+            ax.set_title(name)
+            ax.set_ylabel(unit)
+            ax.legend()
+        fig.tight_layout()
+        path = out / f"{kind}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller validation and throughput runs (< 10 min on 2 CPU cores)")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--micro-batch", type=int, default=8, help="micro-batch of the simulated memory table")
+    parser.add_argument("--settings", nargs="+", default=["paper-base", "paper-large"], help="settings of the FLOPs and memory tables")
+    parser.add_argument("--steps", type=int, help="timed throughput steps per method")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    settings = [get_setting(name, micro_batch=args.micro_batch) for name in args.settings]
+
+    print("FLOPs (counted under FakeTensorMode) ...", file=sys.stderr)
+    fl = flops_bench.run(settings, out, quiet=True)
+    print("memory (simulated at paper scale, validated for real) ...", file=sys.stderr)
+    mem = memory_bench.run(settings, "tiny" if args.quick else "small", out, quiet=False)
+    print("throughput ...", file=sys.stderr)
+    tp = throughput_bench.run(preset="tiny" if args.quick else "small", steps=args.steps or (4 if args.quick else 8),
+                              warmup=1 if args.quick else 2, out_dir=out, quiet=False)
+
+    flop_rows, mem_rows, chart_f, chart_m = [], [], {}, {}
+    for name, r in fl.items():
+        c, p = r["counted"], r["paper"] or {}
+        chart_f[name] = {}
+        for key in ["main", "original_aux", "original_total", "fast_aux", "fast_total", "fast_masked_aux", "fast_masked_total"]:
+            flop_rows.append([name, key, c[key] / 1e9, r["analytic"][key] / 1e9, p.get(key)])
+            chart_f[name][key] = (c[key] / 1e9, p.get(key))
+    write_csv(out / "flops.csv", ["setting", "quantity", "counted_gflops", "analytic_gflops", "paper_gflops"], flop_rows)
+    for name, r in mem["simulated"].items():
+        o, p = r["ours"], r["paper"] or {}
+        chart_m[name] = {}
+        for key in ["main", "original_aux", "original_total", "fast_aux", "fast_total"]:
+            mem_rows.append([name, key, o[key] / 1e9, p.get(f"mem_{key}"), o["micro_batch"], o["precision"], o["zero_stage"], o["world_size"]])
+            chart_m[name][key] = (o[key] / 1e9, p.get(f"mem_{key}"))
+    write_csv(out / "memory.csv", ["setting", "quantity", "ours_gb", "paper_gb", "micro_batch", "precision", "zero_stage", "world_size"], mem_rows)
+    write_csv(out / "throughput.csv", ["method", "step_s", "tokens_per_s", "model_tflops", "mfu"],
+              [[n, m["step_s"], m["tokens_per_s"], m["model_tflops"], m["mfu"]] for n, m in tp["methods"].items()])
+    charts = bar_charts(out, chart_f, chart_m)
+    elapsed = time.time() - start
+    sections = {name: (out / f"{name}.md").read_text() for name in ("flops", "memory", "throughput")}
+    body = (f"Generated by `python benchmarks/report.py{' --quick' if args.quick else ''}` in {elapsed / 60:.1f} min.\n\n"
+            f"## GFLOPs\n\n{sections['flops']}\n## Memory\n\n{sections['memory']}\n## Throughput\n\n{sections['throughput']}\n"
+            + ("\n## Charts\n\n" + "\n".join(f"![{c}]({c})" for c in charts) + "\n" if charts else
+               "\nPNG charts skipped: matplotlib is not installed (`pip install matplotlib`).\n"))
+    (out / "report.md").write_text(body)
+    if not args.no_readme:
+        template = README.read_text() if README.exists() else ""
+        marker = "<!-- generated -->"
+        head = template.split(marker)[0] if marker in template else template
+        README.write_text(head.rstrip() + f"\n\n{marker}\n\n" + body.replace("](", "](results/"))
+    print(f"wrote {out} in {elapsed:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
