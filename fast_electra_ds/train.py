@@ -15,6 +15,19 @@ from pathlib import Path
 
 from .errors import PeerRankFailure, UserError
 
+STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
+_EARLY_STOP: list[int] = []
+
+
+def _note_early_stop(signum, frame) -> None:
+    """SIGUSR1 before the training loop installs its handler (a scheduler's warning during start-up)
+    must not kill the process: remember it, and the loop stops after its first step."""
+    _EARLY_STOP.append(signum)
+    stop_signal = getattr(sys.modules.get("fast_electra_ds.trainer"), "StopSignal", None)  # None while importing
+    if stop_signal is not None:
+        stop_signal.requested_early = True
+
+
 PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator was aborted")
 
 
@@ -57,7 +70,11 @@ def _single_process_defaults() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import signal
+
     from .config import load_config, load_ds_config
+
+    signal.signal(signal.SIGUSR1, _note_early_stop)
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
@@ -72,7 +89,15 @@ def run(args: argparse.Namespace) -> int:
     deepspeed.init_distributed(verbose=False)
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)
+        if _EARLY_STOP:
+            sys.modules["fast_electra_ds.trainer"].StopSignal.requested_early = True
         result = trainer.train()
+        if dist.get_rank() == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
+            marker = trainer.run_dir / STOPPED_MARKER
+            if result["stopped_by_signal"]:
+                marker.write_text(json.dumps({"step": result["step"], "checkpoint": result["checkpoint"]}) + "\n")
+            else:
+                marker.unlink(missing_ok=True)
         if dist.get_rank() == 0 and result["finished"] and config.train.export:
             from .export import export
 

@@ -121,8 +121,10 @@ class StopSignal:
     """SIGUSR1 / SIGTERM (a scheduler's warning before a time limit or pre-emption) ask for a
     checkpoint at the end of the current step and a clean exit."""
 
+    requested_early = False  # set by train.py for a SIGUSR1 that arrived during start-up
+
     def __init__(self) -> None:
-        self.received = False
+        self.received = StopSignal.requested_early
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handle)
 
