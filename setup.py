@@ -20,6 +20,6 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8"], "bench": ["matplotlib"]},  # bench: the PNG charts of benchmarks/report.py
     entry_points={"console_scripts": ["fast-electra=fast_electra_ds.cli:main"]},
 )
