@@ -182,3 +182,29 @@ def test_bad_input_fails_with_one_line_before_training(slurm, prepared, tmp_path
     one_error_line(tmp_path / "yaml.out", "config file", "absent.yaml not found")
     one_error_line(tmp_path / "nodes.out", "FE_NODES=4", "allocation has 2 nodes", "sbatch -N 4")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing started
+
+
+def test_hostfile_from_the_allocation(slurm):
+    shown = subprocess.run(["srun", "-N", "2", "--ntasks-per-node", "1", "--time", "1", "bash", "-c",
+                            f'[ "$SLURM_PROCID" != 0 ] || python3 {ROOT}/launcher/hostfile.py'],
+                           cwd=ROOT, env=slurm["env"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "n1 slots=1\nn2 slots=1\n"
+
+
+def test_torchrun_and_deepspeed_no_ssh_launch_two_nodes(slurm, prepared, tmp_path):
+    """The other two ways to start ranks under Slurm: torchrun per node (launcher/torchrun_node.sh) and
+    train.sbatch's FE_LAUNCH=deepspeed (`deepspeed --no_ssh --node_rank=$SLURM_NODEID`)."""
+    torchrun_args = [a.replace(f"train.steps={STEPS}", "train.steps=3") for a in train_args(prepared, tmp_path / "torchrun")]
+    deepspeed_args = [a.replace(f"train.steps={STEPS}", "train.steps=3") for a in train_args(prepared, tmp_path / "deepspeed")]
+    wrap = " ".join(["srun", str(ROOT / "launcher/torchrun_node.sh"), *torchrun_args])
+    torchrun = subprocess.Popen(["sbatch", "--wait", "-N", "2", "--ntasks-per-node", "1", "--time", "10", "-o", str(tmp_path / "torchrun.out"),
+                                 "--wrap", wrap], cwd=ROOT, env=dict(slurm["env"], MASTER_PORT=str(free_port())), text=True)
+    deepspeed = sbatch(slurm, tmp_path / "deepspeed.out", deepspeed_args, env=dict(slurm["env"], FE_LAUNCH="deepspeed"))
+    for job, name in ((torchrun, "torchrun"), (deepspeed, "deepspeed")):
+        assert finish(job, tmp_path / f"{name}.out") == 0, (tmp_path / f"{name}.out").read_text()[-4000:]
+        for rank in range(2):
+            record = json.loads((tmp_path / name / "placement" / f"rank{rank}.json").read_text())
+            assert record["world_size"] == 2
+        assert [r["step"] for r in metrics(tmp_path / name)] == [1, 2, 3]
+    assert "world=2 (2 x 1, deepspeed)" in (tmp_path / "deepspeed.out").read_text()
