@@ -8,7 +8,6 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from ..errors import UserError
-from ..replace.sampling import sample_with_temperature
 
 
 def masked_lm_head(model: PreTrainedModel) -> torch.nn.Module | None:
@@ -49,6 +48,7 @@ class FrozenAux:
     def propose(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
                 temperature: float, generator: torch.Generator, disallowed_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled tokens at the selected positions [M], and the aux model's argmax there [M]."""
+        from ..replace.sampling import sample_with_temperature  # here: replace/ imports this module
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.head(hidden[selected])
         sampled = sample_with_temperature(logits, temperature, generator, disallowed_ids)
