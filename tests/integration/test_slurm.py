@@ -110,12 +110,20 @@ def log_job_id(text: str) -> str:
     return text.split("] job ", 1)[1].split()[0]
 
 
+def nodes_idle(slurm) -> bool:
+    """Every node has finished cleaning up the previous run: a batch job restarted on a node whose
+    old slurmstepd is still exiting fails at once (seen here: exit 1 within 2 ms)."""
+    states = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=slurm["env"], capture_output=True, text=True).stdout.split()
+    steps = subprocess.run(["pgrep", "-f", "slurmstepd"], capture_output=True, text=True).stdout.split()
+    return bool(states) and all(state == "idle" for state in states) and not steps
+
+
 def release_when_requeued(slurm, job_id: str, deadline: float) -> None:
     """Slurm 22.05 gives a requeued batch job a begin time about two minutes out (Reason=BeginTime); a
     test need not wait for it."""
     while time.time() < deadline:
         state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], env=slurm["env"], capture_output=True, text=True).stdout.split()
-        if state[:2] == ["PENDING", "BeginTime"]:
+        if state[:2] == ["PENDING", "BeginTime"] and nodes_idle(slurm):
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env=slurm["env"], check=True)
             return
         time.sleep(0.3)
