@@ -54,3 +54,12 @@ def markdown_table(header: list[str], rows: list[list[Any]], digits: int = 1) ->
 def write_json(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def publish(name: str, results: Any, text: str, out_dir: Path | None, quiet: bool) -> None:
+    """Print a benchmark's table and write it as <name>.json and <name>.md under out_dir."""
+    if not quiet:
+        print(text)
+    if out_dir is not None:
+        write_json(out_dir / f"{name}.json", results)
+        (out_dir / f"{name}.md").write_text(text + "\n")

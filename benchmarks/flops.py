@@ -21,7 +21,7 @@ if __package__ in (None, ""):
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, write_json
+from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, publish
 from fast_electra_ds.accounting.flop_counter import count_flops, count_forward_backward
 from fast_electra_ds.accounting.flops import paper_flops
 from fast_electra_ds.accounting.paper import PAPER_TABLES, PaperAux, PaperMain, PaperSetting
@@ -60,12 +60,7 @@ def run(settings: list[PaperSetting], out_dir: Path | None = RESULTS, quiet: boo
         analytic = paper_flops(setting)
         paper = PAPER_TABLES.get(setting.name) if setting.seq_len == 512 and setting.vocab_size == 128_000 else None
         results[setting.name] = {"setting": vars(setting), "counted": counted, "analytic": analytic, "paper": paper}
-    text = render(results)
-    if not quiet:
-        print(text)
-    if out_dir is not None:
-        write_json(out_dir / "flops.json", results)
-        (out_dir / "flops.md").write_text(text + "\n")
+    publish("flops", results, render(results), out_dir, quiet)
     return results
 
 

@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, write_json
+from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, publish
 from fast_electra_ds.accounting.memory import DTYPES, TrackedPeak, track_training_step
 from fast_electra_ds.accounting.paper import PAPER_TABLES, PaperAux, PaperMain, PaperSetting, get_setting, paper_params
 
@@ -124,12 +124,7 @@ def run(settings: list[PaperSetting], validate: str | None = "small", out_dir: P
             real = measure_real(small)
             bar.update(3)
             results["validation"] = {"setting": vars(small), "simulated": sim, "measured": real}
-    text = render(results)
-    if not quiet:
-        print(text)
-    if out_dir is not None:
-        write_json(out_dir / "memory.json", results)
-        (out_dir / "memory.md").write_text(text + "\n")
+    publish("memory", results, render(results), out_dir, quiet)
     return results
 
 

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import RESULTS, markdown_table, write_json
+from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.config import RunConfig
 from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
 
@@ -123,12 +123,7 @@ def run(methods: list[str] | None = None, preset: str = "small", seq_len: int = 
     result = {"device": str(device), "dtype": str(dtype), "matmul_peak_tflops": peak, "preset": preset, "seq_len": seq_len,
               "micro_batch": micro_batch, "vocab_size": vocab_size, "steps": steps, "warmup": warmup, "methods": rows,
               "missing_methods": missing, "threads": torch.get_num_threads()}
-    text = render(result)
-    if not quiet:
-        print(text)
-    if out_dir is not None:
-        write_json(out_dir / "throughput.json", result)
-        (out_dir / "throughput.md").write_text(text + "\n")
+    publish("throughput", result, render(result), out_dir, quiet)
     return result
 
 
