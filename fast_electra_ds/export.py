@@ -63,8 +63,7 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict
     missing, unexpected = module.load_state_dict(state, strict=False)
     # A tied or shared Parameter (an output layer tied to the word embeddings, a generator sharing the
     # main model's embeddings) is one tensor under several names: loaded when any of its names was.
-    tied = {name for name in missing if name.endswith("generator_lm_head.weight")}
-    tied |= {name for name in missing if aliases.get(name, set()) & set(state)}
+    tied = {name for name in missing if aliases.get(name, set()) & set(state)}
     if set(missing) - tied or unexpected:
         raise UserError(f"checkpoint {checkpoint} does not fit method {config.method} (missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})", "export with the run directory that wrote it")
     module.eval()

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import PeerRankFailure, UserError
+from .errors import PeerRankFailure
 
 STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
 _EARLY_STOP: list[int] = []
@@ -23,9 +23,6 @@ def _note_early_stop(signum, frame) -> None:
     """SIGUSR1 before the training loop installs its handler (a scheduler's warning during start-up)
     must not kill the process: remember it, and the loop stops after its first step."""
     _EARLY_STOP.append(signum)
-    stop_signal = getattr(sys.modules.get("fast_electra_ds.trainer"), "StopSignal", None)  # None while importing
-    if stop_signal is not None:
-        stop_signal.requested_early = True
 
 
 PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator was aborted")
@@ -89,9 +86,7 @@ def run(args: argparse.Namespace) -> int:
     deepspeed.init_distributed(verbose=False)
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)
-        if _EARLY_STOP:
-            sys.modules["fast_electra_ds.trainer"].StopSignal.requested_early = True
-        result = trainer.train()
+        result = trainer.train(signals_before_start=_EARLY_STOP)
         if dist.get_rank() == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
             marker = trainer.run_dir / STOPPED_MARKER
             if result["stopped_by_signal"]:

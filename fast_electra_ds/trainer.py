@@ -121,12 +121,12 @@ class StopSignal:
     """SIGUSR1 / SIGTERM (a scheduler's warning before a time limit or pre-emption) ask for a
     checkpoint at the end of the current step and a clean exit."""
 
-    requested_early = False  # set by train.py for a SIGUSR1 that arrived during start-up
-
-    def __init__(self) -> None:
-        self.received = StopSignal.requested_early
+    def __init__(self, signals_before_start: list[int] = ()) -> None:
+        self.received = False
         for sig in (signal.SIGUSR1, signal.SIGTERM):
             signal.signal(sig, self._handle)
+        # Read after installing the handlers: a signal is either in that list or seen by _handle.
+        self.received = self.received or bool(signals_before_start)
 
     def _handle(self, signum, frame) -> None:
         self.received = True
@@ -260,10 +260,10 @@ class Trainer:
         return path
 
     # --- the loop --------------------------------------------------------------------------------
-    def train(self) -> dict[str, Any]:
+    def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
         cfg = self.config.train
         batches = RankBatches(self.dataset, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples)
-        stop = StopSignal()
+        stop = StopSignal(signals_before_start)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         seq_len = self.config.data.seq_len
         flops_per_step = self.method.flops_per_sequence(seq_len) * self.micro_batch * self.accumulation * self.world_size

@@ -107,7 +107,7 @@ class PackedDataset(torch.utils.data.Dataset):
                 raise UserError(f"vocabulary mismatch: the tokenizer (fingerprint {tokenizer_fingerprint(tokenizer)}, "
                                 f"{len(tokenizer)} tokens) is not the one {data_dir} was prepared with "
                                 f"(fingerprint {self.fingerprint}, {self.vocab_size} tokens)",
-                                f"re-run `fast-electra prepare` with this tokenizer, or use the tokenizer the data was prepared with")
+                                "re-run `fast-electra prepare` with this tokenizer, or use the tokenizer the data was prepared with")
 
         self.shards = []
         lengths_per_shard = []

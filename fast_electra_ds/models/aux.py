@@ -49,15 +49,11 @@ class FrozenAux:
                 temperature: float, generator: torch.Generator, disallowed_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled tokens at the selected positions [M], and the aux model's argmax there [M]."""
         from ..replace.sampling import sample_with_temperature  # here: replace/ imports this module
+
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.head(hidden[selected])
         sampled = sample_with_temperature(logits, temperature, generator, disallowed_ids)
         return sampled, logits.argmax(dim=-1)
-
-    def memory_bytes(self) -> dict[str, int]:
-        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
-        buffers = sum(b.numel() * b.element_size() for b in self.model.buffers())
-        return {"aux_param_bytes": params, "aux_buffer_bytes": buffers}
 
 
 def load_frozen_aux(path: str, vocab_size: int, fingerprint: str, dtype_name: str, device: torch.device) -> FrozenAux:

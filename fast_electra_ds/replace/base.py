@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+from transformers import ElectraConfig
 
 from ..config import RunConfig
+from ..models.main import electra_config
 from ..objectives import Metrics
 from .masking import corrupt_inputs, maskable_positions, select_positions
 
@@ -56,6 +58,10 @@ class Method:
         self.config = config
         self.tokens = tokens
         self.device = device
+
+    def main_config(self) -> ElectraConfig:
+        """The Hugging Face config of the main model (the preset's sizes, this vocabulary)."""
+        return electra_config(self.config.model.sizes(), self.config.model, self.tokens.vocab_size, self.tokens.pad_id)
 
     # --- built once -------------------------------------------------------------------------
     def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:

@@ -10,7 +10,7 @@ from transformers import ElectraForPreTraining
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from ..errors import UserError
 from ..models.aux import FrozenAux, load_frozen_aux
-from ..models.main import build_model, electra_config
+from ..models.main import build_model
 from ..models.pretraining import ReplacedTokenDetection
 from ..objectives import Metrics, ratio
 from .base import Method, StepContext, register
@@ -27,11 +27,8 @@ class FastElectra(Method):
     name = "fast"
     aux: FrozenAux
 
-    def hf_config(self):
-        return electra_config(self.config.model.sizes(), self.config.model, self.tokens.vocab_size, self.tokens.pad_id)
-
     def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
-        return ReplacedTokenDetection(build_model(ElectraForPreTraining, self.hf_config(), ds_config, self.config.model.attn_implementation))
+        return ReplacedTokenDetection(build_model(ElectraForPreTraining, self.main_config(), ds_config, self.config.model.attn_implementation))
 
     def setup(self) -> None:
         if not self.config.aux.path:
@@ -63,7 +60,7 @@ class FastElectra(Method):
         return {"temperature": self.temperature(ctx.progress)}
 
     def flops_per_sequence(self, seq_len: int) -> float:
-        main = self.hf_config()
+        main = self.main_config()
         aux = self.aux.model.config
         masked = seq_len * self.config.masking.mask_prob
         main_forward = encoder_forward_flops(main, seq_len) + rtd_head_flops(main, seq_len)

@@ -20,9 +20,6 @@ from .base import Method, StepContext
 class JointMethod(Method):
     main_class: ClassVar[type[PreTrainedModel]]  # the main model's Hugging Face class
 
-    def main_config(self) -> ElectraConfig:
-        return electra_config(self.config.model.sizes(), self.config.model, self.tokens.vocab_size, self.tokens.pad_id)
-
     def generator_config(self) -> ElectraConfig:
         gen = self.config.generator
         sizes = scaled_sizes(self.config.model.sizes(), gen.depth_fraction, gen.hidden_fraction)

@@ -2,7 +2,6 @@
 import json
 import shutil
 
-import pytest
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from tests.conftest import ROOT, run_cli, run_train_single

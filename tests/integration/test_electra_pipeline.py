@@ -73,7 +73,6 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(prepared, electra_
 def test_export_writes_discriminator_and_a_stand_alone_generator(electra_run, tmp_path):
     from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-    import fast_electra_ds.replace  # noqa: F401 (import order: models.aux needs replace first)
     from fast_electra_ds.models.aux import load_frozen_aux
 
     out = tmp_path / "export"
