@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
     _single_process_defaults()
     started = time.time()
     deepspeed.init_distributed(verbose=False)
+    unlink_shm_allreduce_buffer()
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)
@@ -115,6 +116,19 @@ def run(args: argparse.Namespace) -> int:
             except RuntimeError:
                 pass  # the group is already broken by a lost peer
     return 0
+
+
+def unlink_shm_allreduce_buffer() -> None:
+    """DeepSpeed's CPU all-reduce maps a 64 MiB /dev/shm segment per rank and never unlinks it, so every
+    run would leave them behind (RAM-backed: hundreds of runs fill the machine). Once every rank has
+    mapped every segment (init_distributed returned everywhere: the barrier), the names are no longer
+    needed; the mappings stay valid until the processes exit."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    rank = dist.get_rank()
+    for segment in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{os.environ.get('MASTER_PORT', '*')}_{rank}"):
+        segment.unlink(missing_ok=True)
 
 
 def cli(argv: list[str]) -> int:
