@@ -286,8 +286,10 @@ class Trainer:
             self.state.step += 1
             self.state.consumed_samples = batches.consumed_samples
             elapsed = time.perf_counter() - started
+            reduced = reduce_metrics(sums, self.device)  # the same values on every rank
+            self.method.end_step(ctx, reduced)
             if self.state.step % cfg.log_every == 0 or self.state.step == last_step:
-                record = {"step": self.state.step, **reduce_metrics(sums, self.device)}
+                record = {"step": self.state.step, **reduced}
                 record.update(self.method.logged_values(ctx))
                 tokens = self.micro_batch * self.accumulation * self.world_size * seq_len
                 record.update(lr=self.engine.get_lr()[0], step_time_s=elapsed, tokens_per_s=tokens / elapsed,

@@ -84,6 +84,11 @@ class Method:
         """The engine's keyword inputs (tensors, and possibly ctx.generator) and metrics computed outside it."""
         raise NotImplementedError
 
+    def end_step(self, ctx: StepContext, metrics: dict[str, float]) -> None:
+        """Called after every optimizer step on every rank with that step's metrics, averaged over
+        micro-batches and ranks (identical everywhere): the place for schedules that adapt to
+        training (their state belongs in state_dict). After this call ctx.step + 1 steps are done."""
+
     def logged_values(self, ctx: StepContext) -> dict[str, float]:
         """Scalars to log that are not averaged metrics (e.g. the temperature)."""
         return {}
