@@ -3,6 +3,8 @@
 Formats (chosen by file name):
   * `.jsonl`: one JSON object per line, the document is `obj[text_field]`.
   * `.json`: a JSON array of objects (or strings); a file that is really JSON lines also works.
+  * a MediaWiki XML dump (recognised by its `<mediawiki` start, any name): one document per article,
+    markup stripped (data/wiki.py).
   * anything else: plain text, one document per blank-line-separated block.
 A trailing `.gz` / `.bz2` is decompressed on the fly (`corpus.jsonl.gz` is JSON lines).
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Iterator, MutableMapping
 
 from ..errors import UserError
+from .wiki import is_wiki_dump, iter_wiki_documents
 
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open}
 
@@ -135,6 +138,8 @@ def iter_documents(path, text_field: str = "text", stats: MutableMapping | None 
         documents = _jsonl_documents(path, text_field, stats)
     elif suffix == ".json":
         documents = _json_documents(path, text_field, stats)
+    elif is_wiki_dump(path):
+        documents = iter_wiki_documents(path)
     else:
         documents = _plain_documents(path, stats)
 
