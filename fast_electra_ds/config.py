@@ -40,6 +40,11 @@ class ModelConfig:
     dropout: float = 0.1
     attn_implementation: str = "sdpa"  # torch SDPA: flash / memory-efficient kernels on GPU, fused C++ on CPU
     compile: bool = False  # torch.compile the main model through DeepSpeed's engine.compile()
+    # A vocabulary head over all positions of the discriminator (methods fast, electra, electra-15),
+    # trained with COCO-LM/METRO's corrective-LM loss: main loss L_RTD + corrective_lm_weight * L_CLM
+    # (1/50: COCO-LM's ratio). See models/corrective_lm.py.
+    corrective_lm: bool = False
+    corrective_lm_weight: float = 0.02
 
     def sizes(self) -> dict[str, int]:
         if self.preset not in MODEL_PRESETS:
@@ -106,6 +111,27 @@ class CurriculumConfig:
 
 
 @dataclass
+class EmbGenConfig:
+    """Method `emb-gen` (Kang et al., "Generator Replacement", Table 1 rows Emb-Gen and Emb-Gen
+    (Pre-trained)): each selected token is replaced by one of its `k` nearest neighbours (L2) in the
+    discriminator's input word-embedding table, chosen uniformly; the paper gives no k, 10 is ours.
+    `pull_weight` weighs the extra loss, the mean squared L2 distance between original and replacement
+    embeddings (the paper adds it "to offer stability" with no weight; 1.0 is ours, 0 disables it).
+    `refresh_every`: 1 searches the current table every step (exact; only the step's selected ids);
+    N > 1 computes a whole-vocabulary [V, k] neighbour table every N steps and reuses it in between.
+    `embeddings_from`: a local Hugging Face model directory whose word embeddings initialise the
+    discriminator's (same vocabulary and embedding size). `search_table`: `current` searches the
+    training table (the paper: the discriminator's own embeddings); `frozen` searches the table loaded
+    from `embeddings_from` once, as it was (neighbours computed once)."""
+
+    k: int = 10
+    pull_weight: float = 1.0
+    refresh_every: int = 1
+    embeddings_from: str | None = None
+    search_table: str = "current"
+
+
+@dataclass
 class DataConfig:
     path: str = ""  # a directory written by `fast-electra prepare`
     tokenizer: str = ""  # the tokenizer directory the shards were made with
@@ -133,6 +159,7 @@ class RunConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    emb_gen: EmbGenConfig = field(default_factory=EmbGenConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
