@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_origin, get_type_hints
 
 import yaml
 
@@ -132,6 +132,32 @@ class EmbGenConfig:
 
 
 @dataclass
+class EarlyExitConfig:
+    """Methods `adaptive-exit` and `early-exit-disc` (Kang et al., KAIST, "Adaptive Early Exit",
+    Table 1 rows Adaptive Early-Exit (Gen) and Early-Exit (Disc)). Lists are YAML lists or `a,b,c`
+    on the command line.
+
+    adaptive-exit: the jointly trained generator (sized by `generator.*`) has an MLM exit after each
+    layer in `exits` (the paper: 3, 6, 9, 12 of 12). Exit i's MLM loss weighs
+    `exit_loss_weights[i]` / the sum over the exits that ran (the paper's "more weight to upper
+    layers", no values given: 1, 2, 3, 4 is ours). One exit per step is drawn with probabilities P,
+    starting at `initial_p` (the paper: 0.1, 0.2, 0.3, 0.4); every `window` steps (the paper: 100)
+    P <- Softmax(P + alpha * clip(acc_now - acc_prev, -1, 1) * [0, 1, ..., n-1]). The paper gives no
+    alpha; 0.1 is the value that best reproduces its worked example (replace/adaptive_exit.py).
+
+    early-exit-disc: the discriminator is split into sections ending after the layers in `sections`
+    (the paper: 3, 6, 9, 12), each with an RTD head; every `window` steps the forward stops, for the
+    next window, at the lowest section whose RTD accuracy exceeds the mean of the section accuracies."""
+
+    exits: list[int] = field(default_factory=lambda: [3, 6, 9, 12])
+    exit_loss_weights: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0, 4.0])
+    initial_p: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4])
+    alpha: float = 0.1
+    window: int = 100
+    sections: list[int] = field(default_factory=lambda: [3, 6, 9, 12])
+
+
+@dataclass
 class DataConfig:
     path: str = ""  # a directory written by `fast-electra prepare`
     tokenizer: str = ""  # the tokenizer directory the shards were made with
@@ -160,6 +186,7 @@ class RunConfig:
     masking: MaskingConfig = field(default_factory=MaskingConfig)
     curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     emb_gen: EmbGenConfig = field(default_factory=EmbGenConfig)
+    early_exit: EarlyExitConfig = field(default_factory=EarlyExitConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -185,6 +212,11 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
+    if get_origin(hint) is list:
+        items = value.split(",") if isinstance(value, str) else value  # `a,b,c` from the command line
+        if not isinstance(items, (list, tuple)):
+            raise UserError(f"config key {path!r} has value {value!r}, not a list", "give a YAML list or comma-separated values, e.g. 3,6,9,12")
+        return [_coerce(item.strip() if isinstance(item, str) else item, hint.__args__[0], f"{path}[{i}]") for i, item in enumerate(items)]
     kinds = [t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
     optional = type(None) in getattr(hint, "__args__", ())
     if optional and (value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))):
