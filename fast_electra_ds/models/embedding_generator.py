@@ -27,7 +27,8 @@ def nearest_neighbours(table: torch.Tensor, query_ids: torch.Tensor, k: int, exc
     """Ids [U, k] of the k rows of `table` [V, E] nearest by L2 distance to the rows `query_ids` [U],
     nearest first. The query token itself and `excluded_ids` (special tokens) are never returned;
     another id whose row equals the query's (a duplicate) is a neighbour at distance 0. Ties are broken
-    by torch.topk, identically on every rank given the same table.
+    by torch.topk: arbitrary among exact ties (duplicate rows), but the same for the same table and queries
+    (every rank searching the same gathered table agrees).
 
     Blocked over queries and vocabulary with a running top-k, so no [U, V] (let alone [V, V]) matrix is
     ever held. Ranking uses ||w||² − 2·q·w, which orders rows as ||q − w||² does (||q||² is constant
