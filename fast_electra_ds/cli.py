@@ -1,4 +1,4 @@
-"""`fast-electra <command>`: tokenizer, prepare, export, train (a local alias of train.py)."""
+"""`fast-electra <command>`: tokenizer, prepare, export, train (a local alias of train.py), finetune, glue-data."""
 from __future__ import annotations
 
 import sys
@@ -12,6 +12,8 @@ commands:
   prepare     tokenize text files into Megatron IndexedDataset token shards
   train       train in this process (for a single rank; use `deepspeed train.py` for several)
   export      consolidate a checkpoint into a Hugging Face model directory
+  finetune    fine-tune a model directory on GLUE-layout or custom tasks over several seeds
+  glue-data   write a labelled data set in the GLUE layout (rotten-tomatoes)
 """
 
 
@@ -41,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         from .export import cli as function
     elif command == "train":
         from .train import cli as function
+    elif command == "finetune":
+        from .finetune.cli import cli as function
+    elif command == "glue-data":
+        from .finetune.rotten_tomatoes import cli as function
     else:
-        print(f"error: unknown command {command!r}; use one of tokenizer, prepare, train, export", file=sys.stderr)
+        print(f"error: unknown command {command!r}; use one of tokenizer, prepare, train, export, finetune, glue-data", file=sys.stderr)
         return 2
     return run_guarded(function, rest)
 

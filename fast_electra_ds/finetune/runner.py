@@ -1,0 +1,171 @@
+"""Fine-tune a model on tasks over several seeds and summarise as the papers do.
+
+Per task: every seed's dev metrics, their median (ELECTRA reports the median of 10 fine-tuning runs
+per task, Section 3.1 "Evaluation"), the spread, the majority-class baseline, the recipe and the
+wall time -> OUT/<task>/summary.json and summary.md. For several tasks, OUT/summary.json and
+summary.md add the papers' "Average" column, two ways:
+
+- `average`: the mean over tasks of each task's main metric (ELECTRA Tables 1, 2, 8: Matthews corr.
+  for CoLA, Spearman for STS-B, accuracy for the others, MNLI matched);
+- `glue_average`: the GLUE leaderboard's convention, where a task with two metrics scores their
+  mean first (MRPC and QQP: F1 and accuracy; STS-B: Pearson and Spearman; MNLI: matched and
+  mismatched accuracy). BERT's and most later papers' GLUE "Average" use this one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+from . import trainer
+from .recipes import make_recipe, size_for_hidden
+from .tasks import Split, Task, get_task, load_task_data
+
+SUBSET_SEED = 0  # --max-*-examples take a fixed random subset, the same for every seed and method
+
+
+def subset(split: Split, limit: int | None) -> Split:
+    """At most `limit` examples, a fixed random choice kept in file order."""
+    if not limit or len(split) <= limit:
+        return split
+    keep = np.sort(np.random.RandomState(SUBSET_SEED).choice(len(split), size=limit, replace=False))
+    pick = lambda values: [values[i] for i in keep]  # noqa: E731
+    return replace(split, text_a=pick(split.text_a), text_b=None if split.text_b is None else pick(split.text_b),
+                   labels=pick(split.labels))
+
+
+def _median(per_seed: dict[str, dict[str, float]], reduce) -> dict[str, float]:
+    names = next(iter(per_seed.values())).keys()
+    return {name: float(reduce([results[name] for results in per_seed.values()])) for name in names}
+
+
+def glue_score(task: Task, values: dict[str, float]) -> float:
+    return float(np.mean([values[name] for name in task.glue_score_metrics]))
+
+
+def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrides=None, *,
+        max_train_examples: int | None = None, max_dev_examples: int | None = None,
+        progress: bool = True) -> dict:
+    """Fine-tune `model_dir` on `task` (a GLUE name with `data_dir` = GLUE_DIR, or a custom task file)
+    once per seed; write OUT/<task>/summary.json + summary.md and return the summary."""
+    started = time.perf_counter()
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds {seeds} must be a non-empty list of distinct integers", "e.g. --seeds 1 2 3")
+    config = trainer.model_config(model_dir)
+    task_spec = get_task(str(task), data_dir)
+    tokenizer = trainer.load_tokenizer(model_dir)
+    hidden = int(getattr(config, "hidden_size", 768))
+    the_recipe = make_recipe(recipe, hidden, task_spec.name, overrides)
+    max_positions = getattr(config, "max_position_embeddings", None)
+    if max_positions and the_recipe.max_seq_len > max_positions:
+        raise UserError(f"max_seq_len {the_recipe.max_seq_len} exceeds the model's {max_positions} positions",
+                        f"--set max_seq_len={max_positions}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    train_split, dev_splits = load_task_data(task_spec)
+    train_split = subset(train_split, max_train_examples)
+    dev_splits = {k: subset(v, max_dev_examples) for k, v in dev_splits.items()}
+    segments = int(getattr(config, "type_vocab_size", 0) or 0) > 1
+    train = trainer.encode(tokenizer, train_split, the_recipe.max_seq_len, segments)
+    dev = {k: trainer.encode(tokenizer, v, the_recipe.max_seq_len, segments) for k, v in dev_splits.items()}
+    baseline = trainer.majority_baseline(task_spec, train.labels, dev)
+
+    task_out = out_dir / task_spec.name
+    task_out.mkdir(parents=True, exist_ok=True)
+    per_seed, per_seed_stats = {}, {}
+    for seed in seeds:
+        seed_started = time.perf_counter()
+        results, stats = trainer.train_one_seed(model_dir, task_spec, train, dev, pad_id, the_recipe, seed, progress)
+        stats["wall_time_s"] = round(time.perf_counter() - seed_started, 2)
+        per_seed[str(seed)], per_seed_stats[str(seed)] = results, stats
+        (task_out / f"seed_{seed}.json").write_text(json.dumps({"metrics": results, **stats}, indent=2) + "\n")
+        if progress:
+            print(f"{task_spec.name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
+                  + f" ({stats['wall_time_s']:.0f} s)", flush=True)
+
+    median = _median(per_seed, np.median)
+    device, autocast = trainer.device_and_autocast()
+    summary = {
+        "task": task_spec.name,
+        "metric": task_spec.main_metric,
+        "per_seed": per_seed,
+        "median": median,
+        "min": _median(per_seed, np.min),
+        "max": _median(per_seed, np.max),
+        "main_median": median[task_spec.main_metric],
+        "glue_score_median": glue_score(task_spec, median),
+        "glue_score_metrics": list(task_spec.glue_score_metrics),
+        "majority_baseline": baseline[task_spec.main_metric],
+        "majority_baseline_metrics": baseline,
+        "model": str(model_dir),
+        "recipe": {"name": size_for_hidden(hidden) if recipe == "auto" else recipe, **the_recipe.to_dict()},
+        "seeds": seeds,
+        "train_examples": len(train_split),
+        "dev_examples": {k or "dev": len(v) for k, v in dev_splits.items()},
+        "per_seed_stats": per_seed_stats,
+        "device": device.type + (f" ({autocast} autocast)" if autocast else ""),
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    (task_out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (task_out / "summary.md").write_text(task_markdown(summary))
+    return summary
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def task_markdown(summary: dict) -> str:
+    names = list(summary["median"])
+    lines = [f"# {summary['task']}: fine-tuning {summary['model']}", "",
+             f"Main metric: **{summary['metric']}**, median over seeds {summary['seeds']}: "
+             f"**{_pct(summary['main_median'])}** (majority-class baseline {_pct(summary['majority_baseline'])}). "
+             f"Values in %. {summary['train_examples']} training examples, dev {summary['dev_examples']}, "
+             f"{summary['wall_time_s']:.0f} s on {summary['device']}.", "",
+             "| seed | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for seed, results in summary["per_seed"].items():
+        lines.append(f"| {seed} | " + " | ".join(_pct(results[n]) for n in names) + " |")
+    for label in ("median", "min", "max"):
+        lines.append(f"| **{label}** | " + " | ".join(_pct(summary[label][n]) for n in names) + " |")
+    lines.append("| majority | " + " | ".join(_pct(summary["majority_baseline_metrics"][n]) for n in names) + " |")
+    recipe = ", ".join(f"{k}={v}" for k, v in summary["recipe"].items())
+    lines += ["", f"Recipe: {recipe}.", ""]
+    return "\n".join(lines)
+
+
+def run_tasks(model_dir, tasks, data_dir, out_dir, seeds, recipe: str = "auto", overrides=None, **kwargs) -> dict:
+    """`run` for each task, then OUT/summary.json + summary.md with both "Average" conventions
+    (see the module docstring)."""
+    started = time.perf_counter()
+    summaries = [run(model_dir, task, data_dir, out_dir, seeds, recipe, overrides, **kwargs) for task in tasks]
+    combined = {
+        "model": str(model_dir),
+        "seeds": [int(s) for s in seeds],
+        "tasks": {s["task"]: {"metric": s["metric"], "main_median": s["main_median"],
+                              "glue_score_median": s["glue_score_median"], "glue_score_metrics": s["glue_score_metrics"],
+                              "majority_baseline": s["majority_baseline"]} for s in summaries},
+        "average": float(np.mean([s["main_median"] for s in summaries])),
+        "glue_average": float(np.mean([s["glue_score_median"] for s in summaries])),
+        "average_note": "average: mean of each task's main metric (ELECTRA's tables); glue_average: a task with "
+                        "two metrics scores their mean first (GLUE leaderboard, BERT)",
+        "wall_time_s": round(time.perf_counter() - started, 2),
+    }
+    out_dir = Path(out_dir)
+    (out_dir / "summary.json").write_text(json.dumps(combined, indent=2) + "\n")
+    names = list(combined["tasks"])
+    lines = [f"# Fine-tuning {model_dir}: median over seeds {combined['seeds']} (values in %)", "",
+             "| | " + " | ".join(names) + " | Average |", "|---" * (len(names) + 2) + "|",
+             "| main metric | " + " | ".join(f"{_pct(combined['tasks'][n]['main_median'])} ({combined['tasks'][n]['metric']})" for n in names)
+             + f" | {_pct(combined['average'])} |",
+             "| GLUE score | " + " | ".join(f"{_pct(combined['tasks'][n]['glue_score_median'])}" for n in names)
+             + f" | {_pct(combined['glue_average'])} |",
+             "| majority class | " + " | ".join(_pct(combined["tasks"][n]["majority_baseline"]) for n in names) + " | |",
+             "", f"{combined['average_note']}.", ""]
+    (out_dir / "summary.md").write_text("\n".join(lines))
+    return combined

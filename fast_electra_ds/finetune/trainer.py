@@ -1,0 +1,274 @@
+"""Fine-tuning one model on one task for one seed: plain torch, one process.
+
+Why plain torch and not DeepSpeed: fine-tuning ELECTRA-Small/Base/Large (14M-335M parameters) fits
+on one device with its optimizer state, and the papers fine-tune single-device; ZeRO partitioning,
+launchers and a JSON config would add start-up time and failure modes for no memory gain. On CUDA
+the model moves to the GPU and the forward pass runs under bf16 autocast (when the GPU supports
+bf16) by itself; on CPU everything is fp32.
+
+The optimizer is ELECTRA's (see recipes.py for the sources): AdamW with LayerNorm/bias excluded
+from weight decay, linear warmup then linear decay to 0, gradient clipping, and layer-wise
+learning-rate decay as in ELECTRA's `_get_layer_lrs` (model/optimization.py): with n layers,
+embeddings get lr·d^(n+2), encoder layer i (0-based) lr·d^(n+1-i), the task head lr.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from . import metrics as metric_functions
+from .recipes import Recipe
+from .tasks import Split, Task
+
+NO_DECAY = ("LayerNorm", "layer_norm", "bias")  # ELECTRA's exclude_from_weight_decay
+LAYER_PATTERN = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
+
+def device_and_autocast() -> tuple[torch.device, torch.dtype | None]:
+    """CUDA with bf16 autocast when available; otherwise the CPU in fp32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), (torch.bfloat16 if torch.cuda.is_bf16_supported() else None)
+    return torch.device("cpu"), None
+
+
+# ----------------------------------------------------------------------------------------------
+# Model and tokenizer
+
+
+def load_tokenizer(model_dir: Path):
+    """The tokenizer saved beside the model (fast-electra export writes it there)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    except Exception as e:  # transformers raises OSError/ValueError/... for a directory without a tokenizer
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot load a tokenizer from {model_dir}: {message}",
+                        "pass a model directory that holds its tokenizer (as `fast-electra export` writes)") from None
+
+
+def model_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    if not model_dir.is_dir():
+        raise UserError(f"model directory {model_dir} does not exist", "pass a directory from `fast-electra export` or a local Hugging Face encoder")
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir} has no config.json", "pass a directory from `fast-electra export` or a local Hugging Face encoder")
+    try:
+        return AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
+    except Exception as e:
+        raise UserError(f"cannot read {model_dir}/config.json: {str(e).splitlines()[0]}", "pass a valid Hugging Face model directory") from None
+
+
+def load_classifier(model_dir: Path, num_labels: int):
+    """AutoModelForSequenceClassification on the saved encoder; the task head is new (seeded by the
+    caller). For an ElectraForPreTraining/ElectraForMaskedLM export the pre-training head is dropped."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # "some weights were newly initialized": expected, the task head
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per seed says nothing
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(model_dir), num_labels=num_labels, local_files_only=True, trust_remote_code=False,
+            dtype=torch.float32)
+    except Exception as e:
+        raise UserError(f"cannot load {model_dir} as a sequence classifier: {str(e).splitlines()[0]}",
+                        "pass an encoder directory (ELECTRA, BERT, RoBERTa, ...) with its weights") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+
+def encode(tokenizer, split: Split, max_seq_len: int, segment_ids: bool = True) -> Encoded:
+    """Token ids (pairs as [CLS] a [SEP] b [SEP]); segment ids when the model has a segment embedding
+    (ELECTRA and BERT do, RoBERTa does not)."""
+    pairs = (split.text_a,) if split.text_b is None else (split.text_a, split.text_b)
+    batch = tokenizer(*pairs, truncation=True, max_length=max_seq_len, return_token_type_ids=segment_ids)
+    dtype = np.float32 if isinstance(split.labels[0], float) else np.int64
+    return Encoded(batch["input_ids"], batch.get("token_type_ids"), np.asarray(split.labels, dtype=dtype))
+
+
+def collate(encoded: Encoded, indices, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Pad to the longest sequence of this batch (not max_seq_len): far fewer wasted positions."""
+    length = max(len(encoded.input_ids[i]) for i in indices)
+    input_ids = torch.full((len(indices), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(indices), length), dtype=torch.long)
+    token_type_ids = torch.zeros((len(indices), length), dtype=torch.long)
+    for row, i in enumerate(indices):
+        ids = encoded.input_ids[i]
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        if encoded.token_type_ids is not None:
+            token_type_ids[row, : len(ids)] = torch.tensor(encoded.token_type_ids[i])
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if encoded.token_type_ids is not None:
+        batch["token_type_ids"] = token_type_ids
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizer
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """ELECTRA's depth of a parameter: embeddings 0, encoder layer i -> i+1, everything else (the
+    task head, a pooler) n+2, which gets the full learning rate."""
+    if "embeddings" in name:  # embeddings and ELECTRA's embeddings_project
+        return 0
+    match = LAYER_PATTERN.search(name)
+    if match:
+        return int(match.group(1)) + 1
+    return num_layers + 2
+
+
+def parameter_groups(model: torch.nn.Module, recipe: Recipe, num_layers: int) -> list[dict]:
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth = layer_depth(name, num_layers)
+        decay = not any(marker in name for marker in NO_DECAY)
+        group = groups.setdefault((depth, decay), {
+            "params": [], "lr": recipe.lr * recipe.layer_decay ** (num_layers + 2 - depth),
+            "weight_decay": recipe.weight_decay if decay else 0.0, "depth": depth,
+        })
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
+
+
+def warmup_linear_decay(total_steps: int, warmup_fraction: float):
+    """Multiplier of the base LR: 0 -> 1 over the warmup steps, then 1 -> 0 at total_steps (ELECTRA)."""
+    warmup = int(warmup_fraction * total_steps)
+
+    def multiplier(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return multiplier
+
+
+# ----------------------------------------------------------------------------------------------
+# Training and evaluation
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@torch.no_grad()
+def predict(model, encoded: Encoded, pad_id: int, batch_size: int, regression: bool,
+            device: torch.device, autocast: torch.dtype | None) -> np.ndarray:
+    model.eval()
+    # Evaluating in length order pads least; the predictions are put back in file order.
+    order = np.argsort([len(ids) for ids in encoded.input_ids], kind="stable")
+    out = np.empty(len(order), dtype=np.float32 if regression else np.int64)
+    for start in range(0, len(order), batch_size):
+        indices = order[start:start + batch_size]
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            logits = model(**collate(encoded, indices, pad_id, device)).logits.float()
+        out[indices] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
+    return out
+
+
+def evaluate(model, task: Task, dev: dict[str, Encoded], pad_id: int, recipe: Recipe,
+             device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
+    results = {}
+    positive = task.labels.index(task.positive_label) if task.positive_label is not None else 1
+    for suffix, encoded in dev.items():
+        predictions = predict(model, encoded, pad_id, recipe.eval_batch_size, task.is_regression, device, autocast)
+        for name, value in metric_functions.compute(task.metrics, predictions, encoded.labels, positive).items():
+            results[f"{name}_{suffix}" if suffix else name] = value
+    return results
+
+
+def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, Encoded], pad_id: int,
+                   recipe: Recipe, seed: int, progress: bool = True) -> tuple[dict[str, float], dict]:
+    """Fine-tune a fresh copy of the model with `seed` (head initialisation, dropout, data order) and
+    evaluate on every dev split at the end of training, as ELECTRA does. Returns (metrics, stats)."""
+    from tqdm.auto import tqdm
+
+    device, autocast = device_and_autocast()
+    seed_everything(seed)
+    model = load_classifier(model_dir, task.num_labels).to(device)
+    num_layers = int(getattr(model.config, "num_hidden_layers", 0))
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe, num_layers), lr=recipe.lr,
+                                  betas=(0.9, 0.999), eps=recipe.adam_eps)
+    steps_per_epoch = math.ceil(len(train.labels) / recipe.batch_size)
+    total_steps = max(1, math.ceil(recipe.epochs * steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps, recipe.warmup_fraction))
+    generator = torch.Generator().manual_seed(seed)  # data order: a function of the seed alone
+    labels = torch.from_numpy(train.labels)
+
+    model.train()
+    losses = []
+    bar = tqdm(total=total_steps, desc=f"{task.name} seed {seed}", unit="step", disable=not progress, leave=False)
+    step = 0
+    while step < total_steps:
+        for batch_indices in torch.randperm(len(train.labels), generator=generator).split(recipe.batch_size):
+            if step == total_steps:
+                break
+            indices = batch_indices.tolist()
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                logits = model(**collate(train, indices, pad_id, device)).logits.float()
+            target = labels[indices].to(device)
+            if task.is_regression:
+                loss = torch.nn.functional.mse_loss(logits[:, 0], target)
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if recipe.clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            losses.append(loss.item())
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+    bar.close()
+    results = evaluate(model, task, dev, pad_id, recipe, device, autocast)
+    stats = {"steps": total_steps, "final_train_loss": float(np.mean(losses[-max(1, steps_per_epoch // 10):]))}
+    return results, stats
+
+
+def majority_baseline(task: Task, train_labels: np.ndarray, dev: dict[str, Encoded]) -> dict[str, float]:
+    """Every metric of always predicting the training set's most frequent class (the train mean for
+    regression, whose correlations are 0 by the constant-prediction rule in metrics.py)."""
+    if task.is_regression:
+        constant: float | int = float(train_labels.mean())
+    else:
+        constant = int(np.bincount(train_labels.astype(np.int64), minlength=task.num_labels).argmax())
+    positive = task.labels.index(task.positive_label) if task.positive_label is not None else 1
+    results = {}
+    for suffix, encoded in dev.items():
+        predictions = np.full(len(encoded.labels), constant)
+        for name, value in metric_functions.compute(task.metrics, predictions, encoded.labels, positive).items():
+            results[f"{name}_{suffix}" if suffix else name] = value
+    return results
