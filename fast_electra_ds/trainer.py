@@ -185,8 +185,7 @@ class Trainer:
         self.method.setup()  # outside ZeRO: the frozen aux model is whole on every rank
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank and run
         module = self.method.build_model(self.ds_config)
-        trainable = [p for p in module.parameters() if p.requires_grad]
-        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=trainable, config=self.ds_config)
+        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         if config.model.compile:
             self.engine.compile()
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
@@ -281,6 +280,7 @@ class Trainer:
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)
                 self.engine.backward(loss)
+                self.method.before_optimizer_step(self.engine.optimizer.param_groups)
                 self.engine.step()
                 accumulate(sums, {**metrics, **outside_metrics})
             self.state.step += 1

@@ -68,6 +68,16 @@ class Method:
         """The trainable module; its forward(**inputs) returns (loss, metrics)."""
         raise NotImplementedError
 
+    def param_groups(self, module: torch.nn.Module) -> list:
+        """deepspeed.initialize's model_parameters: the trainable parameters, or optimizer groups
+        ({"name": ..., "params": [...]}) for a method that treats parts of its module apart."""
+        return [p for p in module.parameters() if p.requires_grad]
+
+    def before_optimizer_step(self, param_groups: list[dict[str, Any]]) -> None:
+        """Called right before every engine.step() with the optimizer's param_groups (in the order
+        param_groups() made them). DeepSpeed's scheduler rewrites every group's lr after each
+        optimizer step, so a per-group setting (e.g. lr 0 for a part that did not run) is set here."""
+
     def setup(self) -> None:
         """Load whatever lives outside the engine (e.g. a frozen auxiliary model)."""
 
