@@ -10,13 +10,22 @@ from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
 
 
 class ReplacedTokenDetection(torch.nn.Module):
-    """The discriminator and its RTD loss over all real tokens."""
+    """The discriminator and its RTD loss over all real tokens; with a `corrective_lm` head
+    (models/corrective_lm.py) also its corrective-LM loss, which needs the original tokens."""
 
-    def __init__(self, discriminator: ElectraForPreTraining):
+    def __init__(self, discriminator: ElectraForPreTraining, corrective_lm: torch.nn.Module | None = None):
         super().__init__()
         self.discriminator = discriminator
+        self.corrective_lm = corrective_lm
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_replaced: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_replaced: torch.Tensor,
+                original_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
+        if self.corrective_lm is not None:
+            from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
+
+            loss, metrics = rtd_with_corrective_lm(self.discriminator, self.corrective_lm, input_ids, original_ids, attention_mask,
+                                                   lambda logits: rtd_loss(logits, is_replaced, attention_mask))
+            return loss, {"loss": ratio(loss, 1), **metrics}
         logits = self.discriminator(input_ids=input_ids, attention_mask=attention_mask).logits
         loss, metrics = rtd_loss(logits, is_replaced, attention_mask)
         return loss, {"loss": metrics["rtd_loss"], **metrics}
@@ -106,17 +115,24 @@ class JointElectra(JointGenerator):
     "ELECTRA 15%" ablation). A sampled token equal to the original is labelled original."""
 
     def __init__(self, generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, disallowed_ids: list[int],
-                 gen_weight: float, disc_weight: float, selected_only: bool = False):
+                 gen_weight: float, disc_weight: float, selected_only: bool = False, corrective_lm: torch.nn.Module | None = None):
         super().__init__(generator, discriminator, disallowed_ids, gen_weight, disc_weight)
         self.selected_only = selected_only
+        self.corrective_lm = corrective_lm  # models/corrective_lm.py: main objective L_RTD + w·L_CLM
 
     @property
     def discriminator(self) -> ElectraForPreTraining:
         return self.main
 
     def main_objective(self, original, corrupted, attention_mask, selected):
+        positions = selected if self.selected_only else None
+        if getattr(self, "corrective_lm", None) is not None:  # getattr: subclasses may skip this __init__
+            from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
+
+            return rtd_with_corrective_lm(self.main, self.corrective_lm, corrupted, original, attention_mask,
+                                          lambda logits: rtd_loss(logits, corrupted != original, attention_mask, positions=positions))
         logits = self.main(input_ids=corrupted, attention_mask=attention_mask).logits
-        return rtd_loss(logits, corrupted != original, attention_mask, positions=selected if self.selected_only else None)
+        return rtd_loss(logits, corrupted != original, attention_mask, positions=positions)
 
 
 class JointReplaceMLM(JointGenerator):

@@ -24,6 +24,7 @@ import torch
 from transformers import ElectraConfig
 
 from ..config import RunConfig
+from ..errors import UserError
 from ..models.main import electra_config
 from ..objectives import Metrics
 from .masking import corrupt_inputs, maskable_positions, select_positions
@@ -53,11 +54,15 @@ class StepContext:
 
 class Method:
     name: ClassVar[str]
+    supports_corrective_lm: ClassVar[bool] = False  # model.corrective_lm: main models that are discriminators
 
     def __init__(self, config: RunConfig, tokens: TokenInfo, device: torch.device):
         self.config = config
         self.tokens = tokens
         self.device = device
+        if config.model.corrective_lm and not self.supports_corrective_lm:
+            raise UserError(f"model.corrective_lm is on, but method {self.name} has no discriminator to carry the corrective-LM head",
+                            "use it with method fast, electra or electra-15, or set model.corrective_lm=false")
 
     def main_config(self) -> ElectraConfig:
         """The Hugging Face config of the main model (the preset's sizes, this vocabulary)."""

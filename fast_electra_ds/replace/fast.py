@@ -10,6 +10,7 @@ from transformers import ElectraForPreTraining
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from ..errors import UserError
 from ..models.aux import FrozenAux, load_frozen_aux
+from ..models.corrective_lm import corrective_lm_head, masked_lm_view
 from ..models.main import build_model
 from ..models.pretraining import ReplacedTokenDetection
 from ..objectives import Metrics, ratio
@@ -25,10 +26,13 @@ def replacement_labels(original: torch.Tensor, corrupted: torch.Tensor) -> torch
 @register
 class FastElectra(Method):
     name = "fast"
+    supports_corrective_lm = True
     aux: FrozenAux
 
     def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
-        return ReplacedTokenDetection(build_model(ElectraForPreTraining, self.main_config(), ds_config, self.config.model.attn_implementation))
+        model = self.config.model
+        discriminator = build_model(ElectraForPreTraining, self.main_config(), ds_config, model.attn_implementation)
+        return ReplacedTokenDetection(discriminator, corrective_lm_head(discriminator, model, ds_config))
 
     def setup(self) -> None:
         if not self.config.aux.path:
@@ -39,7 +43,11 @@ class FastElectra(Method):
         return {"aux": self.aux.model}
 
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
-        return {"": module.discriminator}
+        """The discriminator; with model.corrective_lm also corrective_lm/: an ElectraForMaskedLM of the
+        same encoder and the CLM head (Hugging Face's ElectraForPreTraining has no vocabulary head)."""
+        if module.corrective_lm is None:
+            return {"": module.discriminator}
+        return {"": module.discriminator, "corrective_lm": masked_lm_view(module.discriminator, module.corrective_lm)}
 
     def temperature(self, progress: float) -> float:
         return temperature(progress, self.config.curriculum.t0, self.config.curriculum.tau)
@@ -54,6 +62,8 @@ class FastElectra(Method):
         corrupted[selected] = sampled
         inputs = {"input_ids": corrupted, "attention_mask": attention_mask,
                   "is_replaced": replacement_labels(original, corrupted)}
+        if self.config.model.corrective_lm:
+            inputs["original_ids"] = original
         return inputs, {"aux_acc": ratio((aux_argmax == original[selected]).sum(), selected.sum())}
 
     def logged_values(self, ctx: StepContext) -> dict[str, float]:
@@ -64,6 +74,8 @@ class FastElectra(Method):
         aux = self.aux.model.config
         masked = seq_len * self.config.masking.mask_prob
         main_forward = encoder_forward_flops(main, seq_len) + rtd_head_flops(main, seq_len)
+        if self.config.model.corrective_lm:
+            main_forward += mlm_head_flops(main, seq_len)  # the CLM head at every position
         aux_forward = encoder_forward_flops(aux, seq_len) + mlm_head_flops(aux, masked)
         return training_flops(main_forward) + aux_forward
 
