@@ -1,0 +1,574 @@
+"""Is Fast-ELECTRA "as effective"? A small-scale version of the seed papers' comparison on this machine.
+
+The same main model is pre-trained with `mlm`, `electra` and `fast` (its auxiliary masked-LM trained
+once with `aux-mlm`, its cost reported on its own row) at an EQUAL budget of main-model training
+FLOPs, through the real pipeline (tokenizer -> token shards -> `deepspeed train.py` on CPU ranks ->
+export). Each export, plus the same model at random initialisation, is then fine-tuned on the
+Rotten Tomatoes critic snippets (SST-2 layout, `fast_electra_ds.finetune`) over several seeds; the
+table reports dev accuracy (median and spread as the papers report GLUE), the pre-training FLOPs of
+each part and the measured wall time.
+
+    python benchmarks/effectiveness.py                 # the default: about an hour on an idle 2-core machine
+    python benchmarks/effectiveness.py --quick         # smoke run, a few minutes (writes only under --work)
+    python benchmarks/effectiveness.py --preset small --main-steps 20000 --seeds 1 2 3 4 5 --ranks 8 \
+        --corpus enwiki-pages-articles.xml.bz2 more.txt --set data.seq_len=128
+
+Equal budget: the budget is B = main_steps x global batch x F_rtd, where F_rtd is the training FLOPs of
+one sequence through the discriminator (encoder + RTD head, forward + backward; accounting/flops.py).
+Each method gets round(B / (global batch x F_main(method))) steps, F_main being what its main model
+spends per sequence: `mlm` adds its vocabulary head at the masked positions, so it gets fewer steps;
+`electra`'s generator and `fast`'s frozen aux forward are NOT in F_main (ELECTRA, Clark et al. 2020,
+compares its discriminator at equal pre-training compute to BERT; we hold the main model's compute
+equal and report the generator's and the aux's on top, so their extra cost is visible).
+
+Corpus: the shortened English Wikipedia dump in gensim's wheel (`pip install --no-deps gensim`;
+data/wiki.py strips the markup) plus the embedded pydoc corpus; `--corpus` replaces the Wikipedia part
+with any files `fast-electra prepare` reads (a MediaWiki XML dump is recognised by its content).
+
+Stages are resumable: each writes its outputs under --work and is skipped when they exist (`--fresh`
+starts over). Results: benchmarks/results/effectiveness.{md,json,csv,png} via publish().
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import RESULTS, markdown_table, publish
+from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
+from fast_electra_ds.config import RunConfig, load_config
+from fast_electra_ds.errors import UserError
+from fast_electra_ds.models.main import electra_config, scaled_sizes
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ("mlm", "electra", "fast")
+RANDOM_INIT = "random-init"  # the no-pre-training baseline: the same main model, untrained
+TASK = "sst2"
+
+
+# --- FLOPs and the equal budget ---------------------------------------------------------------------
+
+def flops_per_sequence(config: RunConfig, vocab_size: int) -> dict[str, dict[str, float]]:
+    """Training FLOPs of one sequence per method, split into the main model's ("main") and the rest
+    ("other": electra's generator, trained; fast's frozen aux, forward only), and of the stage-1
+    aux-mlm ("aux-mlm": its main is the aux being trained). Same terms as each method's
+    flops_per_sequence (replace/*.py), with the aux of `fast` sized by aux.*_fraction as aux-mlm trains it."""
+    s = config.data.seq_len
+    masked = s * config.masking.mask_prob
+    sizes = config.model.sizes()
+    main = electra_config(sizes, config.model, vocab_size, 0)
+    generator = electra_config(scaled_sizes(sizes, config.generator.depth_fraction, config.generator.hidden_fraction),
+                               config.model, vocab_size, 0)
+    aux = electra_config(scaled_sizes(sizes, config.aux.depth_fraction, config.aux.hidden_fraction), config.model, vocab_size, 0)
+    rtd_main = training_flops(encoder_forward_flops(main, s) + rtd_head_flops(main, s))
+    aux_forward = encoder_forward_flops(aux, s) + mlm_head_flops(aux, masked)
+    return {
+        "mlm": {"main": training_flops(encoder_forward_flops(main, s) + mlm_head_flops(main, masked)), "other": 0.0},
+        "electra": {"main": rtd_main, "other": training_flops(encoder_forward_flops(generator, s) + mlm_head_flops(generator, masked))},
+        "fast": {"main": rtd_main, "other": aux_forward},
+        "aux-mlm": {"main": training_flops(aux_forward), "other": 0.0},
+    }
+
+
+def budget_from_steps(main_steps: int, global_batch: int, per_sequence: dict[str, dict[str, float]]) -> float:
+    """The main-model FLOPs budget: `main_steps` steps of the discriminator (electra's and fast's main
+    model cost the same per sequence)."""
+    return main_steps * global_batch * per_sequence["electra"]["main"]
+
+
+def steps_for_budget(budget: float, global_batch: int, main_flops_per_sequence: float) -> int:
+    """Optimizer steps that spend `budget` main-model FLOPs (at least one)."""
+    if budget <= 0 or global_batch <= 0 or main_flops_per_sequence <= 0:
+        raise UserError(f"cannot split a budget of {budget:g} FLOPs into steps of {global_batch} sequences",
+                        "give a positive --budget or --main-steps and a positive --micro-batch")
+    return max(1, round(budget / (global_batch * main_flops_per_sequence)))
+
+
+# --- corpus -----------------------------------------------------------------------------------------
+
+def assemble_corpus(out_dir: Path, sources: list[str] | None, pydoc: bool = True) -> dict[str, Any]:
+    """The pre-training text files: each source (default: gensim's shortened Wikipedia dump) as
+    blank-line-separated documents (a MediaWiki dump is stripped into wiki.txt-style files, other
+    files are used as they are), plus the embedded pydoc corpus. Returns the files and their counts."""
+    from fast_electra_ds.data.text import iter_documents, write_pydoc_corpus
+    from fast_electra_ds.data.wiki import is_wiki_dump, wiki_test_dump, write_wiki_corpus
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for index, source in enumerate(sources if sources else [str(wiki_test_dump())]):
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"corpus file {path} does not exist", "pass existing text, JSON lines or MediaWiki XML files to --corpus")
+        if is_wiki_dump(path):
+            text_file = out_dir / f"wiki{index}.txt"
+            stats = write_wiki_corpus(path, text_file)
+            parts.append({"source": str(path), "file": str(text_file), "documents": stats["documents"], "words": stats["words"],
+                          "pages": stats["pages"], "redirects": stats["redirects"], "too_short": stats["too_short"]})
+        else:
+            documents = list(iter_documents(path))
+            parts.append({"source": str(path), "file": str(path), "documents": len(documents),
+                          "words": sum(len(d.split()) for d in documents)})
+    if pydoc:
+        text_file = out_dir / "pydoc.txt"
+        write_pydoc_corpus(text_file)
+        documents = list(iter_documents(text_file))
+        parts.append({"source": "pydoc_data.topics (embedded)", "file": str(text_file), "documents": len(documents),
+                      "words": sum(len(d.split()) for d in documents)})
+    return {"parts": parts, "files": [p["file"] for p in parts],
+            "documents": sum(p["documents"] for p in parts), "words": sum(p["words"] for p in parts)}
+
+
+# --- stages -----------------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    work: Path
+    preset: str
+    overrides: list[str]
+    ranks: int
+    micro_batch: int
+    vocab_size: int
+    aux_steps: int
+    main_steps: int
+    budget: float | None
+    methods: list[str]
+    seeds: list[int]
+    corpus: list[str] | None
+    pydoc: bool
+    recipe: str
+    finetune_overrides: list[str]
+    finetune_train_limit: int | None
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.ranks
+
+    def run_config(self, extra: list[str] | None = None) -> RunConfig:
+        return load_config([str(preset_path(self.preset))], self.overrides + (extra or []))
+
+
+def preset_path(preset: str) -> Path:
+    path = Path(preset)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"config file {path} not found", "pass --preset with a name in configs/ or a YAML path")
+        return path
+    path = ROOT / "configs" / f"{preset}.yaml"
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+        raise UserError(f"unknown preset {preset!r}", f"use one of {names} or a YAML path")
+    return path
+
+
+def say(text: str) -> None:
+    print(f"[effectiveness {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def record_path(work: Path, stage: str) -> Path:
+    return work / "stages" / f"{stage}.json"
+
+
+def done(work: Path, stage: str) -> dict | None:
+    path = record_path(work, stage)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def finish(work: Path, stage: str, record: dict) -> dict:
+    path = record_path(work, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stream(command: list[str], log: Path, show) -> None:
+    """Run `command`, writing everything to `log` and echoing the lines `show(line)` accepts."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("DS_ACCELERATOR", "cpu")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            out.write(line)
+            if show(line):
+                print("    " + line.rstrip()[:160], flush=True)
+        code = process.wait()
+    if code != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise UserError(f"{' '.join(command[:4])} ... failed (exit {code}); last lines of {log}:\n{tail}",
+                        "fix the cause above, then re-run: finished stages are kept")
+
+
+def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: list[str]) -> dict:
+    """One `deepspeed train.py` run on CPU ranks, exported to <work>/<stage>/hf."""
+    out = settings.work / stage
+    if record := done(settings.work, stage):
+        say(f"{stage}: done before ({record['steps']} steps, {record['wall_time_s']:.0f} s), skipped")
+        return record
+    shutil.rmtree(out, ignore_errors=True)
+    ds_config = settings.work / "ds_config.json"
+    overrides = settings.overrides + [f"method={method}", f"train.steps={steps}", f"train.out_dir={out}",
+                                      f"data.path={settings.work / 'data'}", f"data.tokenizer={settings.work / 'tokenizer'}",
+                                      f"train.log_every={max(1, steps // 10)}", "train.save_every=0", *extra]
+    command = ["deepspeed", "--num_gpus", str(settings.ranks), "--master_port", str(_free_port()), str(ROOT / "train.py"),
+               "--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides]
+    say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks (log: {settings.work / 'logs' / (stage + '.log')})")
+    started = time.time()
+    stream(command, settings.work / "logs" / f"{stage}.log", lambda line: "[fast-electra] step=" in line or "[fast-electra] method" in line)
+    wall = time.time() - started
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return finish(settings.work, stage, {"method": method, "steps": steps, "wall_time_s": wall, "hf": str(out / "hf"),
+                                         "first": metrics[0], "last": metrics[-1]})
+
+
+def write_ds_config(settings: Settings) -> None:
+    """The project's ZeRO-3 JSON with this benchmark's micro-batch (the JSON owns batch sizes)."""
+    config = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
+    config["train_micro_batch_size_per_gpu"] = settings.micro_batch
+    config.pop("train_batch_size", None)
+    (settings.work / "ds_config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def random_init(settings: Settings, vocab_size: int, pad_id: int) -> dict:
+    """The no-pre-training baseline: the main model's config at random initialisation, with the tokenizer."""
+    if record := done(settings.work, RANDOM_INIT):
+        return record
+    import torch
+    from transformers import AutoTokenizer, ElectraForPreTraining
+
+    config = settings.run_config()
+    torch.manual_seed(config.train.seed)
+    model = ElectraForPreTraining(electra_config(config.model.sizes(), config.model, vocab_size, pad_id))
+    out = settings.work / RANDOM_INIT / "hf"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(settings.work / "tokenizer").save_pretrained(out)
+    return finish(settings.work, RANDOM_INIT, {"method": RANDOM_INIT, "steps": 0, "wall_time_s": 0.0, "hf": str(out)})
+
+
+def glue_dir(settings: Settings) -> Path:
+    """Rotten Tomatoes in SST-2 layout; with --finetune-train-limit, the first N training rows only."""
+    from fast_electra_ds.finetune.rotten_tomatoes import write_sst2
+
+    full = settings.work / "glue"
+    if not (full / "SST-2" / "dev.tsv").is_file():
+        write_sst2(full)
+    if not settings.finetune_train_limit:
+        return full
+    limited = settings.work / f"glue-train{settings.finetune_train_limit}"
+    if not (limited / "SST-2" / "dev.tsv").is_file():
+        (limited / "SST-2").mkdir(parents=True, exist_ok=True)
+        lines = (full / "SST-2" / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        (limited / "SST-2" / "train.tsv").write_text("".join(lines[:1 + settings.finetune_train_limit]), encoding="utf-8")
+        shutil.copy(full / "SST-2" / "dev.tsv", limited / "SST-2" / "dev.tsv")
+    return limited
+
+
+def finetune(settings: Settings, name: str, model_dir: str, data: Path) -> dict:
+    stage = f"finetune-{name}"
+    if record := done(settings.work, stage):
+        say(f"{stage}: done before, skipped")
+        return record
+    out = settings.work / "finetune" / name
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "fast_electra_ds.cli", "finetune", "--model", model_dir, "--task", TASK,
+               "--data", str(data), "--out", str(out), "--seeds", *map(str, settings.seeds), "--recipe", settings.recipe]
+    if settings.finetune_overrides:
+        command += ["--set", *settings.finetune_overrides]
+    say(f"{stage}: {len(settings.seeds)} seed(s) (log: {settings.work / 'logs' / (stage + '.log')})")
+    started = time.time()
+    # Fine-tuning is one process: let it use every core (pre-training runs one thread per rank).
+    env_threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)
+    try:
+        stream(command, settings.work / "logs" / f"{stage}.log", lambda line: "seed" in line.lower() and "acc" in line.lower())
+    finally:
+        if env_threads is None:
+            os.environ.pop("OMP_NUM_THREADS")
+        else:
+            os.environ["OMP_NUM_THREADS"] = env_threads
+    summary = json.loads((out / TASK / "summary.json").read_text())
+    return finish(settings.work, stage, {"summary": summary, "wall_time_s": time.time() - started})
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+def accuracy_stats(summary: dict) -> dict[str, float]:
+    values = [seed_metrics["accuracy"] for seed_metrics in summary["per_seed"].values()]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else 0.0, "per_seed": values}
+
+
+def stages_wall_time(work: Path) -> float:
+    """The whole pipeline's wall time: the sum of every finished stage's, so a resumed run reports the total."""
+    return sum(json.loads(path.read_text()).get("wall_time_s", 0.0) for path in (work / "stages").glob("*.json"))
+
+
+def build_rows(per_sequence: dict, budget: float, settings: Settings, pre: dict[str, dict], fine: dict[str, dict],
+               aux: dict | None) -> list[dict]:
+    """One row per pre-trained model (and the random-init baseline): steps, FLOPs, wall time, accuracy."""
+    rows = []
+    aux_training = aux["steps"] * settings.global_batch * per_sequence["aux-mlm"]["main"] if aux else 0.0
+    for name in [*settings.methods, RANDOM_INIT]:
+        record = pre.get(name)
+        if record is None:
+            continue
+        steps = record["steps"]
+        sequences = steps * settings.global_batch
+        main = sequences * per_sequence[name]["main"] if name in per_sequence else 0.0
+        other = sequences * per_sequence[name]["other"] if name in per_sequence else 0.0
+        row = {"model": name, "steps": steps, "main_tflops": main / 1e12, "other_tflops": other / 1e12,
+               "total_tflops": (main + other) / 1e12,
+               "total_with_aux_tflops": (main + other + (aux_training if name == "fast" else 0.0)) / 1e12,
+               "pretrain_wall_s": record["wall_time_s"], "final_loss": record.get("last", {}).get("loss")}
+        if name in fine:
+            row.update({f"acc_{k}": v for k, v in accuracy_stats(fine[name]["summary"]).items()})
+            row["finetune_wall_s"] = fine[name]["wall_time_s"]
+        rows.append(row)
+    return rows
+
+
+def render(rows: list[dict], aux: dict | None, per_sequence: dict, budget: float, settings: Settings, corpus: dict,
+           majority: float | None, tokens: int | None, wall: float, command: str) -> str:
+    aux_tflops = aux["steps"] * settings.global_batch * per_sequence["aux-mlm"]["main"] / 1e12 if aux else None
+    header = ["Model", "Steps", "Main TFLOPs", "Generator/aux TFLOPs", "Total TFLOPs", "Total incl. aux training",
+              "Pre-train wall s", "Acc median", "Acc min–max", "Acc per seed", "Fine-tune wall s"]
+    body = []
+    for r in rows:
+        spread = f"{r['acc_min']:.3f}–{r['acc_max']:.3f}" if "acc_median" in r else None
+        seeds = " ".join(f"{v:.3f}" for v in r.get("acc_per_seed", []))
+        body.append([r["model"], r["steps"], r["main_tflops"], r["other_tflops"], r["total_tflops"], r["total_with_aux_tflops"],
+                     r["pretrain_wall_s"], r.get("acc_median"), spread, seeds, r.get("finetune_wall_s")])
+    if aux:
+        body.append(["aux-mlm (stage 1 of fast, once)", aux["steps"], aux_tflops, 0.0, aux_tflops, aux_tflops,
+                     aux["wall_time_s"], None, None, None, None])
+    if majority is not None:
+        body.append(["majority class", 0, 0.0, 0.0, 0.0, 0.0, 0.0, majority, None, None, None])
+    table = markdown_table(header, body, digits=3)
+    config = settings.run_config()
+    sizes = config.model.sizes()
+    lines = [
+        "Effectiveness at equal main-model pre-training FLOPs: Rotten Tomatoes sentiment (SST-2 layout), dev accuracy",
+        "", table, "",
+        f"- Command: `{command}`; wall time of all stages {wall / 60:.1f} min (summed over resumed sessions).",
+        f"- Main model: {sizes['num_hidden_layers']} × {sizes['hidden_size']} (embedding {sizes['embedding_size']}, "
+        f"{sizes['num_attention_heads']} heads, FFN {sizes['intermediate_size']}), sequence length {config.data.seq_len}, "
+        f"vocabulary {settings.vocab_size}; preset `{settings.preset}`{', overrides ' + ' '.join(settings.overrides) if settings.overrides else ''}; "
+        f"{settings.ranks} CPU ranks (ZeRO-3, deepspeed launcher), global batch {settings.global_batch}.",
+        f"- Budget: {budget / 1e12:.2f} TFLOPs of main-model training each (forward + backward, accounting/flops.py); per sequence "
+        f"mlm {per_sequence['mlm']['main'] / 1e9:.3f}, electra/fast {per_sequence['electra']['main'] / 1e9:.3f} GFLOPs; "
+        f"on top: electra's generator {per_sequence['electra']['other'] / 1e9:.3f} (trained), fast's frozen aux forward "
+        f"{per_sequence['fast']['other'] / 1e9:.3f} GFLOPs per sequence.",
+        f"- Corpus: {corpus['documents']} documents, {corpus['words']:,} words ("
+        + "; ".join(f"{Path(p['source']).name}: {p['documents']} documents, {p['words']:,} words" for p in corpus["parts"])
+        + (f"), {tokens:,} tokens." if tokens else ")."),
+        f"- Fine-tuning: `fast-electra finetune --recipe {settings.recipe}`"
+        + (f" --set {' '.join(settings.finetune_overrides)}" if settings.finetune_overrides else "")
+        + f", seeds {' '.join(map(str, settings.seeds))}"
+        + (f", first {settings.finetune_train_limit} training rows" if settings.finetune_train_limit else "")
+        + "; random-init is the same main model, not pre-trained.",
+        "- Wall times are measured on a shared machine (other jobs on the same 2 cores inflate them).",
+    ]
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir: Path, rows: list[dict], results: dict, text: str, quiet: bool) -> None:
+    publish("effectiveness", results, text, out_dir, quiet)
+    header = ["model", "steps", "main_tflops", "other_tflops", "total_tflops", "total_with_aux_tflops", "pretrain_wall_s",
+              "final_loss", "acc_median", "acc_min", "acc_max", "acc_stdev", "acc_per_seed", "finetune_wall_s"]
+    with (out_dir / "effectiveness.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for r in rows:
+            writer.writerow([" ".join(f"{v:.4f}" for v in r[k]) if k == "acc_per_seed" and k in r else r.get(k, "") for k in header])
+    plot(out_dir / "effectiveness.png", rows, results.get("majority_baseline"))
+
+
+def plot(path: Path, rows: list[dict], majority: float | None) -> bool:
+    """Accuracy (median, min–max bar) against total pre-training FLOPs, one point per model."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("PNG skipped: matplotlib is not installed (pip install -e .[bench])")
+        return False
+    rows = [r for r in rows if "acc_median" in r]
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        x = r["total_tflops"]
+        ax.errorbar([x], [r["acc_median"]], yerr=[[r["acc_median"] - r["acc_min"]], [r["acc_max"] - r["acc_median"]]],
+                    fmt="o", capsize=4, label=f"{r['model']} ({x:.2f} TFLOPs)")
+        if r["model"] == "fast" and r["total_with_aux_tflops"] > x:
+            ax.plot([x, r["total_with_aux_tflops"]], [r["acc_median"]] * 2, ":", color="grey")
+            ax.annotate("+ aux training", (r["total_with_aux_tflops"], r["acc_median"]), fontsize=8, color="grey")
+    if majority is not None:
+        ax.axhline(majority, linestyle="--", color="black", linewidth=1, label=f"majority class ({majority:.3f})")
+    ax.set_xlabel("total pre-training TFLOPs (main + generator / frozen aux)")
+    ax.set_ylabel("dev accuracy (median, min–max over seeds)")
+    ax.set_title("Rotten Tomatoes sentiment after equal main-model pre-training FLOPs")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# --- main -------------------------------------------------------------------------------------------------
+
+QUICK = dict(preset="tiny", vocab_size=2000, aux_steps=30, main_steps=40, seeds=[1], finetune_train_limit=400,
+             finetune_overrides=["epochs=1"], overrides=["data.seq_len=64", "train.seed=1234"])
+DEFAULT = dict(preset="demo", vocab_size=8000, aux_steps=1000, main_steps=2000, seeds=[1, 2, 3], finetune_train_limit=None,
+               finetune_overrides=[], overrides=[])
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[8:12]))
+    parser.add_argument("--quick", action="store_true", help="smoke run in a few minutes (tiny model, few steps, one seed); "
+                        "results go under --work unless --out-dir is given")
+    parser.add_argument("--preset", help=f"configs/<name>.yaml or a YAML path (default {DEFAULT['preset']}; --quick: {QUICK['preset']})")
+    parser.add_argument("--set", dest="overrides", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="config overrides for every pre-training run, e.g. model.num_hidden_layers=6 data.seq_len=256")
+    parser.add_argument("--main-steps", type=int, help=f"steps of the discriminator; sets the budget (default {DEFAULT['main_steps']})")
+    parser.add_argument("--budget", type=float, help="main-model training FLOPs per method (overrides --main-steps), e.g. 2e15")
+    parser.add_argument("--aux-steps", type=int, help=f"steps of the stage-1 aux-mlm (default {DEFAULT['aux_steps']})")
+    parser.add_argument("--vocab-size", type=int, help=f"sentencepiece vocabulary (default {DEFAULT['vocab_size']})")
+    parser.add_argument("--micro-batch", type=int, default=8, help="sequences per rank and step (default 8)")
+    parser.add_argument("--ranks", type=int, default=2, help="CPU ranks (deepspeed --num_gpus; default 2)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default 1 2 3)")
+    parser.add_argument("--corpus", nargs="+", metavar="FILE", help="pre-training text instead of gensim's Wikipedia dump "
+                        "(MediaWiki XML dumps, text, JSON lines; .bz2/.gz)")
+    parser.add_argument("--no-pydoc", dest="pydoc", action="store_false", help="leave out the embedded pydoc corpus")
+    parser.add_argument("--recipe", default="auto", help="fine-tuning recipe: auto, small, base, large")
+    parser.add_argument("--finetune-set", nargs="+", default=None, metavar="KEY=VALUE", help="fine-tuning overrides (lr, epochs, batch_size, ...)")
+    parser.add_argument("--finetune-train-limit", type=int, help="fine-tune on the first N training rows only")
+    parser.add_argument("--work", default=None, help="stage outputs (default runs/effectiveness, --quick: runs/effectiveness-quick)")
+    parser.add_argument("--out-dir", default=None, help=f"where the tables go (default {RESULTS})")
+    parser.add_argument("--fresh", action="store_true", help="delete --work first and redo every stage")
+    parser.add_argument("--quiet", action="store_true")
+    return parser.parse_args(argv)
+
+
+def make_settings(args: argparse.Namespace) -> Settings:
+    base = QUICK if args.quick else DEFAULT
+    pick = lambda value, key: base[key] if value is None else value
+    work = Path(args.work or ("runs/effectiveness-quick" if args.quick else "runs/effectiveness"))
+    if not work.is_absolute():
+        work = ROOT / work
+    for name, value in [("--micro-batch", args.micro_batch), ("--ranks", args.ranks)]:
+        if value < 1:
+            raise UserError(f"{name} is {value}", f"give a positive {name}")
+    return Settings(work=work, preset=pick(args.preset, "preset"), overrides=pick(args.overrides, "overrides"), ranks=args.ranks,
+                    micro_batch=args.micro_batch, vocab_size=pick(args.vocab_size, "vocab_size"),
+                    aux_steps=pick(args.aux_steps, "aux_steps"), main_steps=pick(args.main_steps, "main_steps"),
+                    budget=args.budget, methods=args.methods, seeds=pick(args.seeds, "seeds"), corpus=args.corpus,
+                    pydoc=args.pydoc, recipe=args.recipe, finetune_overrides=pick(args.finetune_set, "finetune_overrides"),
+                    finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"))
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> dict:
+    started = time.time()
+    settings = make_settings(args)
+    settings.run_config()  # bad presets and override keys fail before any work
+    if args.fresh:
+        shutil.rmtree(settings.work, ignore_errors=True)
+    settings.work.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(args.out_dir) if args.out_dir else (settings.work / "results" if args.quick else RESULTS)
+
+    corpus = done(settings.work, "corpus")
+    if corpus is None:
+        say("corpus: Wikipedia articles + pydoc")
+        begun = time.time()
+        corpus = assemble_corpus(settings.work / "corpus", settings.corpus, settings.pydoc)
+        corpus = finish(settings.work, "corpus", {**corpus, "wall_time_s": time.time() - begun})
+    say(f"corpus: {corpus['documents']} documents, {corpus['words']:,} words")
+    if done(settings.work, "tokenizer") is None:
+        from fast_electra_ds.data.tokenizer import train_tokenizer
+
+        say(f"tokenizer: sentencepiece unigram, {settings.vocab_size} pieces")
+        begun = time.time()
+        train_tokenizer(corpus["files"], settings.work / "tokenizer", vocab_size=settings.vocab_size)
+        finish(settings.work, "tokenizer", {"vocab_size": settings.vocab_size, "wall_time_s": time.time() - begun})
+    prepared = done(settings.work, "prepare")
+    if prepared is None:
+        from fast_electra_ds.data.prepare import prepare
+
+        say("prepare: token shards")
+        meta = prepare(corpus["files"], settings.work / "tokenizer", settings.work / "data", workers=min(2, os.cpu_count() or 1), overwrite=True)
+        prepared = finish(settings.work, "prepare", {"num_tokens": meta["num_tokens"], "num_documents": meta["num_documents"],
+                                                     "wall_time_s": meta["seconds"]})
+    say(f"prepared: {prepared['num_tokens']:,} tokens")
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(settings.work / "tokenizer")
+    vocab_size = len(tokenizer)
+    per_sequence = flops_per_sequence(settings.run_config(), vocab_size)
+    budget = settings.budget if settings.budget else budget_from_steps(settings.main_steps, settings.global_batch, per_sequence)
+    steps = {m: steps_for_budget(budget, settings.global_batch, per_sequence[m]["main"]) for m in settings.methods}
+    say(f"budget {budget / 1e12:.2f} TFLOPs of main-model training each: " + ", ".join(f"{m} {s} steps" for m, s in steps.items()))
+    write_ds_config(settings)
+
+    pre: dict[str, dict] = {}
+    aux = None
+    if "fast" in settings.methods:
+        aux = pretrain(settings, "aux", "aux-mlm", settings.aux_steps, [])
+    for method in settings.methods:
+        extra = [f"aux.path={settings.work / 'aux' / 'hf'}"] if method == "fast" else []
+        pre[method] = pretrain(settings, method, method, steps[method], extra)
+    pre[RANDOM_INIT] = random_init(settings, vocab_size, tokenizer.pad_token_id or 0)
+
+    data = glue_dir(settings)
+    fine = {name: finetune(settings, name, record["hf"], data) for name, record in pre.items()}
+    majority = next(iter(fine.values()))["summary"].get("majority_baseline") if fine else None
+
+    rows = build_rows(per_sequence, budget, settings, pre, fine, aux)
+    wall = stages_wall_time(settings.work)
+    command = "python benchmarks/effectiveness.py" + (" " + " ".join(argv) if argv else "")
+    text = render(rows, aux, per_sequence, budget, settings, corpus, majority, prepared["num_tokens"], wall, command)
+    results = {"command": command, "wall_time_s": wall, "budget_flops": budget, "flops_per_sequence": per_sequence,
+               "global_batch": settings.global_batch, "ranks": settings.ranks, "preset": settings.preset,
+               "overrides": settings.overrides, "vocab_size": vocab_size, "corpus": corpus, "tokens": prepared["num_tokens"],
+               "aux": aux, "rows": rows, "majority_baseline": majority, "seeds": settings.seeds,
+               "finetune_overrides": settings.finetune_overrides, "finetune_train_limit": settings.finetune_train_limit}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_outputs(out_dir, rows, results, text, args.quiet)
+    say(f"done: this session {(time.time() - started) / 60:.1f} min, all stages {wall / 60:.1f} min; results in {out_dir}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        run(parse_args(argv), argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
