@@ -28,9 +28,10 @@ a generator seeded by (train.seed, step) alone: the same on every rank and for e
 a step (one exit per step, as the paper), no communication, and exactly the same after a resume.
 P itself is updated from the reduced metrics, identical on every rank.
 
-Stale gradients: a generator layer that did not run gets no gradient, and ZeRO-3 would re-apply its
-previous one; each exit's segment (its layers, head and projection) is its own optimizer group with
-lr 0 in steps where it did not run (replace/skipped_groups.py).
+Layers that did not run: each exit's segment (its layers, head and projection) is its own optimizer
+group; in a step where it did not run its gradient is cleared and its lr is 0 (replace/
+skipped_groups.py: ZeRO-3 would otherwise re-apply the segment's last gradient, and AdamW's momentum
+and weight decay would move it), as a plain torch optimizer skips parameters without gradients.
 
 Export: the discriminator only (a standard ElectraForPreTraining). The generator's exits read
 concatenations through projections that a Hugging Face ElectraForMaskedLM does not have, so no
@@ -97,8 +98,7 @@ class AdaptiveExit(JointMethod):
         self.acc_prev: float | None = None
         self.window_sum, self.window_count = 0.0, 0
         self.current_exit = len(self.exits) - 1
-        self.skipped = SkippedGroups()
-        self.group_names: list[str] = []
+        self.skipped: SkippedGroups | None = None  # made by param_groups()
 
     def validate(self, depth: int) -> None:
         ee, n = self.config.early_exit, len(self.exits)
@@ -136,11 +136,12 @@ class AdaptiveExit(JointMethod):
             parts[f"exit{end}"] = [layers[j] for j in range(start, end)] + head
         shared = [module.main]
         groups = named_groups(module, {"shared": shared, **parts}, rest="shared")
-        self.group_names = [g["name"] for g in groups]
+        self.skipped = SkippedGroups(groups)
         return groups
 
     def before_optimizer_step(self, param_groups: list[dict[str, Any]]) -> None:
-        self.skipped.apply(param_groups, self.group_names, {f"exit{e}" for e in self.exits[self.current_exit + 1:]})
+        if self.skipped is not None:
+            self.skipped.apply(param_groups, {f"exit{e}" for e in self.exits[self.current_exit + 1:]})
 
     # --- per step -----------------------------------------------------------------------------
     def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, Any], Metrics]:

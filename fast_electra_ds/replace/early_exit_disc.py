@@ -17,8 +17,9 @@ Every `early_exit.window` steps (the paper: 100 iterations):
 The first window runs every section (no accuracies yet).
 
 "Skipped sections receive no updates": each section (its layers and RTD head) is its own optimizer
-group, with lr 0 while it is skipped (replace/skipped_groups.py: zero gradients would not do, AdamW's
-momentum and weight decay would still move it, and ZeRO-3 would even re-apply a stale gradient).
+group; while it is skipped its gradient is cleared and its lr is 0 (replace/skipped_groups.py: zero
+gradients alone would not do, AdamW's momentum and weight decay would still move it, and ZeRO-3 would
+re-apply its last gradient).
 
 Export: the standard ElectraForPreTraining (full depth; the last section's head is its own
 discriminator_predictions). No generator export: the generator is this encoder truncated at whichever
@@ -72,8 +73,7 @@ class EarlyExitDisc(Method):
         self.active = n
         self.last_acc: list[float | None] = [None] * n
         self.window_sum, self.window_count = [0.0] * n, [0] * n
-        self.skipped = SkippedGroups()
-        self.group_names: list[str] = []
+        self.skipped: SkippedGroups | None = None  # made by param_groups()
 
     # --- the model ----------------------------------------------------------------------------
     def build_model(self, ds_config: dict[str, Any] | None) -> EarlyExitDiscriminator:
@@ -91,11 +91,12 @@ class EarlyExitDisc(Method):
         parts = {f"section{end}": [layers[j] for j in range(self.sections[s - 1] if s else 0, end)] + [module.section_head(s)]
                  for s, end in enumerate(self.sections)}
         groups = named_groups(module, {"shared": [module.main.electra.embeddings], **parts}, rest="shared")
-        self.group_names = [g["name"] for g in groups]
+        self.skipped = SkippedGroups(groups)
         return groups
 
     def before_optimizer_step(self, param_groups: list[dict[str, Any]]) -> None:
-        self.skipped.apply(param_groups, self.group_names, {f"section{end}" for end in self.sections[self.active:]})
+        if self.skipped is not None:
+            self.skipped.apply(param_groups, {f"section{end}" for end in self.sections[self.active:]})
 
     # --- per step -----------------------------------------------------------------------------
     def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, Any], Metrics]:

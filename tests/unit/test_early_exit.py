@@ -237,26 +237,30 @@ def test_param_groups_hold_every_trainable_parameter_once(name, overrides):
     groups = m.param_groups(module)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(module.parameters()))
-    assert m.group_names == [g["name"] for g in groups] and m.group_names[0] == "shared"
+    assert m.skipped.names == [g["name"] for g in groups] and groups[0]["name"] == "shared"
     word = module.main.electra.embeddings.word_embeddings.weight
     assert any(p is word for p in groups[0]["params"])  # the tied outputs do not pull it into a skippable group
 
 
-def test_skipped_groups_get_lr_zero_and_it_back():
+def test_skipped_groups_get_lr_zero_and_it_back_and_no_gradient():
+    made = [{"name": "a", "params": [torch.nn.Parameter(torch.ones(3))]}, {"name": "b", "params": [torch.nn.Parameter(torch.ones(3))]}]
+    for g in made:
+        g["params"][0].grad = torch.ones(3)
     groups = [{"name": "a", "lr": 1.0}, {"name": "b", "lr": 1.0}]
-    skipped = SkippedGroups()
-    skipped.apply(groups, ["a", "b"], {"b"})
+    skipped = SkippedGroups(made)
+    skipped.apply(groups, {"b"})
     assert [g["lr"] for g in groups] == [1.0, 0.0]
-    skipped.apply(groups, ["a", "b"], {"b"})  # a second micro-batch of the same step
+    assert made[0]["params"][0].grad.sum() == 3 and made[1]["params"][0].grad.sum() == 0
+    skipped.apply(groups, {"b"})  # a second micro-batch of the same step
     assert [g["lr"] for g in groups] == [1.0, 0.0]
-    skipped.apply(groups, ["a", "b"], set())  # no scheduler rewrote it: restored
+    skipped.apply(groups, set())  # no scheduler rewrote it: restored
     assert [g["lr"] for g in groups] == [1.0, 1.0]
-    skipped.apply(groups, ["a", "b"], {"b"})
+    skipped.apply(groups, {"b"})
     groups[0]["lr"] = groups[1]["lr"] = 0.5  # a scheduler's step rewrites every group
-    skipped.apply(groups, ["a", "b"], set())
+    skipped.apply(groups, set())
     assert [g["lr"] for g in groups] == [0.5, 0.5]
     with pytest.raises(RuntimeError):
-        skipped.apply(groups, ["b", "a"], set())
+        skipped.apply(list(reversed(groups)), set())
 
 
 # --- early-exit-disc ---------------------------------------------------------------------------------
