@@ -164,7 +164,7 @@ def load_task_file(path: str | Path) -> Task:
     if not path.is_file():
         raise UserError(f"task file {path} does not exist", "pass an existing .yaml/.json task file or a GLUE task name")
     try:
-        spec = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.safe_load(path.read_text())
+        spec = json.loads(path.read_text()) if path.suffix.lower() == ".json" else yaml.load(path.read_text(), _yaml_loader())
     except (ValueError, yaml.YAMLError) as e:
         raise UserError(f"task file {path} is not valid {path.suffix[1:].upper()}: {str(e).splitlines()[0]}",
                         "fix its syntax") from None
@@ -209,6 +209,25 @@ def load_task_file(path: str | Path) -> Task:
         metrics=tuple(metrics), main_metric=main, header=header,
         positive_label=None if labels is None else str(labels[-1]), glue_score_metrics=(main,),
     )
+
+
+def _yaml_loader():
+    """A safe YAML loader where yes/no/on/off stay strings: `labels: [no, yes]` means those labels
+    (YAML 1.1 would read them as booleans); only true/false are booleans."""
+    import re
+
+    import yaml
+
+    class TaskLoader(yaml.SafeLoader):
+        pass
+
+    TaskLoader.yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    TaskLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                     list("tTfF"))
+    return TaskLoader
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from .tasks import Split, Task
 
 NO_DECAY = ("LayerNorm", "layer_norm", "bias")  # ELECTRA's exclude_from_weight_decay
 LAYER_PATTERN = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model", "vocab.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def device_and_autocast() -> tuple[torch.device, torch.dtype | None]:
@@ -45,6 +47,9 @@ def load_tokenizer(model_dir: Path):
     """The tokenizer saved beside the model (fast-electra export writes it there)."""
     from transformers import AutoTokenizer
 
+    if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
+        raise UserError(f"{model_dir} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)})",
+                        "pass a model directory that holds its tokenizer (as `fast-electra export` writes)")
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     except Exception as e:  # transformers raises OSError/ValueError/... for a directory without a tokenizer
@@ -60,6 +65,9 @@ def model_config(model_dir: Path):
         raise UserError(f"model directory {model_dir} does not exist", "pass a directory from `fast-electra export` or a local Hugging Face encoder")
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} has no config.json", "pass a directory from `fast-electra export` or a local Hugging Face encoder")
+    if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
+        raise UserError(f"{model_dir} holds no weights (none of {', '.join(WEIGHT_FILES)})",
+                        "pass a directory from `fast-electra export` or a local Hugging Face encoder")
     try:
         return AutoConfig.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False)
     except Exception as e:

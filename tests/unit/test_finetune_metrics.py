@@ -1,0 +1,124 @@
+"""GLUE metrics against scikit-learn and scipy; ELECTRA's recipe, layer-wise LR decay and schedule."""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from sklearn import metrics as sk
+
+from fast_electra_ds.errors import UserError
+from fast_electra_ds.finetune import metrics
+from fast_electra_ds.finetune.recipes import make_recipe
+from fast_electra_ds.finetune.trainer import layer_depth, parameter_groups, warmup_linear_decay
+
+
+def _cases(classes: int):
+    rng = np.random.default_rng(classes)
+    for size in (5, 37, 400):
+        labels = rng.integers(0, classes, size)
+        noisy = np.where(rng.random(size) < 0.6, labels, rng.integers(0, classes, size))
+        yield noisy, labels
+    yield np.zeros(10, dtype=int), np.r_[np.zeros(7, dtype=int), np.ones(3, dtype=int)]  # constant prediction
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_accuracy_and_matthews_match_sklearn(classes):
+    for predictions, labels in _cases(classes):
+        assert metrics.accuracy(predictions, labels) == pytest.approx(sk.accuracy_score(labels, predictions))
+        assert metrics.mcc(predictions, labels) == pytest.approx(sk.matthews_corrcoef(labels, predictions), abs=1e-12)
+
+
+def test_matthews_hand_case():
+    # TP=3 TN=4 FP=1 FN=2: (12 - 2) / sqrt(4 * 5 * 5 * 6) = 10 / sqrt(600)
+    labels = [1, 1, 1, 1, 1, 0, 0, 0, 0, 0]
+    predictions = [1, 1, 1, 0, 0, 0, 0, 0, 0, 1]
+    assert metrics.mcc(predictions, labels) == pytest.approx(10 / np.sqrt(600))
+
+
+def test_f1_matches_sklearn_for_the_positive_class():
+    for predictions, labels in _cases(2):
+        assert metrics.f1(predictions, labels) == pytest.approx(sk.f1_score(labels, predictions, zero_division=0))
+        assert metrics.f1(predictions, labels, positive=0) == pytest.approx(
+            sk.f1_score(labels, predictions, pos_label=0, zero_division=0))
+    assert metrics.f1([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(0.5)
+
+
+def test_pearson_and_spearman_match_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, 200).astype(float)  # STS-B-like scores 0..5 with many ties
+    predictions = labels + rng.normal(0, 1.5, 200)
+    predictions[:40] = np.round(predictions[:40])  # ties in the predictions too
+    assert metrics.pearson(predictions, labels) == pytest.approx(stats.pearsonr(predictions, labels)[0])
+    assert metrics.spearman(predictions, labels) == pytest.approx(stats.spearmanr(predictions, labels)[0])
+    assert metrics._average_ranks([3, 1, 3, 2]).tolist() == stats.rankdata([3, 1, 3, 2]).tolist() == [3.5, 1, 3.5, 2]
+
+
+def test_constant_predictions_score_zero_correlation():
+    assert metrics.pearson([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+    assert metrics.spearman([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Recipe
+
+
+def test_recipe_sizes_and_task_epochs():
+    small, base, large = (make_recipe("auto", h, "sst2") for h in (256, 768, 1024))
+    assert (small.lr, small.layer_decay) == (3e-4, 0.8)
+    assert (base.lr, base.layer_decay) == (1e-4, 0.8)
+    assert (large.lr, large.layer_decay) == (5e-5, 0.9)
+    assert small.batch_size == 32 and small.epochs == 3 and small.warmup_fraction == 0.1 and small.adam_eps == 1e-6
+    assert make_recipe("base", 64, "rte").epochs == 10 and make_recipe("base", 64, "stsb").epochs == 10
+
+
+def test_recipe_overrides_and_errors():
+    recipe = make_recipe("small", 256, "rte", ["lr=1e-3", "epochs=2", "batch_size=8", "layer_decay=1"])
+    assert (recipe.lr, recipe.epochs, recipe.batch_size, recipe.layer_decay) == (1e-3, 2.0, 8, 1.0)
+    with pytest.raises(UserError, match="unknown recipe key 'learning_rate'; valid keys: lr, epochs"):
+        make_recipe("auto", 256, "sst2", {"learning_rate": "1"})
+    with pytest.raises(UserError, match="batch_size='many' is not an integer"):
+        make_recipe("auto", 256, "sst2", ["batch_size=many"])
+    with pytest.raises(UserError, match="is not key=value"):
+        make_recipe("auto", 256, "sst2", ["lr"])
+    with pytest.raises(UserError, match="layer_decay must be in"):
+        make_recipe("auto", 256, "sst2", ["layer_decay=1.5"])
+
+
+def test_layerwise_learning_rates_follow_electra():
+    """ELECTRA's _get_layer_lrs: embeddings lr·d^(n+2), layer i lr·d^(n+1-i), the head lr; no weight
+    decay on LayerNorm or biases."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification
+
+    config = ElectraConfig(vocab_size=50, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                           num_attention_heads=2, intermediate_size=64, max_position_embeddings=32)
+    model = ElectraForSequenceClassification(config)
+    recipe = make_recipe("small", 32, "sst2", ["lr=1.0", "layer_decay=0.5"])
+    groups = parameter_groups(model, recipe, num_layers=3)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["electra.embeddings.word_embeddings.weight"])] == 0.5 ** 5
+    assert lr_of[id(named["electra.embeddings_project.weight"])] == 0.5 ** 5
+    assert lr_of[id(named["electra.encoder.layer.0.attention.self.query.weight"])] == 0.5 ** 4
+    assert lr_of[id(named["electra.encoder.layer.2.output.dense.weight"])] == 0.5 ** 2
+    assert lr_of[id(named["classifier.out_proj.weight"])] == 1.0
+    assert decay_of[id(named["electra.encoder.layer.1.output.LayerNorm.weight"])] == 0.0
+    assert decay_of[id(named["classifier.dense.bias"])] == 0.0
+    assert decay_of[id(named["classifier.dense.weight"])] == 0.01
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    assert layer_depth("bert.encoder.layer.11.output.dense.weight", 12) == 12
+    assert layer_depth("bert.pooler.dense.weight", 12) == 14
+
+
+def test_warmup_then_linear_decay():
+    multiplier = warmup_linear_decay(total_steps=100, warmup_fraction=0.1)
+    assert [multiplier(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
+    assert [multiplier(s) for s in (10, 55, 99, 100)] == pytest.approx([1.0, 0.5, 1 / 90, 0.0])
+    # As the optimizer sees it through LambdaLR.
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+    seen = []
+    for _ in range(100):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert max(seen) == pytest.approx(2.0) and seen.index(max(seen)) == 9 and seen[-1] == pytest.approx(2 / 90)
