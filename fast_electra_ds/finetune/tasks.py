@@ -240,24 +240,14 @@ def read_split(task: Task, file_name: str) -> Split:
     path = task.directory / file_name
     if not path.is_file():
         raise UserError(f"missing {path}", f"put {file_name} there ({_layout_hint(task)})")
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    # Blank lines carry nothing (files often end with one); they are skipped, not errors.
-    rows = [(number, line.split("\t")) for number, line in enumerate(lines, start=1) if line.strip()]
-    if not rows:
-        raise UserError(f"{path} is empty", f"write the examples in {_layout_hint(task)}")
-    if task.header:
-        header_number, header = rows[0]
-        rows = rows[1:]
-        if not rows:
-            raise UserError(f"{path} has a header but no examples", "add example rows below the header")
-        columns = {name: _column_index(path, header, name, task) for name in _columns(task)}
-        width = len(header)
-    else:
-        columns = {name: name for name in _columns(task)}
-        width = max(columns.values()) + 1
-
     text_a, text_b, labels = [], [] if task.text_b is not None else None, []
-    for number, fields in rows:
+    columns: dict | None = None if task.header else {name: name for name in _columns(task)}
+    width = 0 if task.header else max(columns.values()) + 1
+    for number, fields in _rows(path):
+        if columns is None:  # the header row
+            columns = {name: _column_index(path, fields, name, task) for name in _columns(task)}
+            width = len(fields)
+            continue
         if len(fields) < width:
             raise UserError(f"{path}:{number}: {len(fields)} columns, expected {width}",
                             f"fix the row (tab-separated, {_layout_hint(task)})")
@@ -265,7 +255,23 @@ def read_split(task: Task, file_name: str) -> Split:
         if text_b is not None:
             text_b.append(fields[columns[task.text_b]])
         labels.append(_parse_label(task, path, number, fields[columns[task.label]]))
+    if not labels:
+        if columns is None or not task.header:
+            raise UserError(f"{path} is empty", f"write the examples in {_layout_hint(task)}")
+        raise UserError(f"{path} has a header but no examples", "add example rows below the header")
     return Split(path=path, text_a=text_a, text_b=text_b, labels=labels)
+
+
+def _rows(path: Path):
+    """(line number, tab-separated fields) of each non-blank line, streamed (MNLI's train.tsv is
+    hundreds of MB). Lines end at \n only (a \r before it is dropped): str.splitlines would also
+    break at characters such as \x85 or \u2028 inside a sentence. utf-8-sig drops a byte-order
+    mark, which files saved by Windows tools start with."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="\n") as f:
+        for number, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if line.strip():  # blank lines (a trailing one is common) carry nothing
+                yield number, line.split("\t")
 
 
 def _columns(task: Task) -> list:

@@ -141,6 +141,17 @@ def test_mnli_has_matched_and_mismatched_dev_sets(tmp_path):
     assert metric_names(task) == ["accuracy_m", "accuracy_mm"] and task.main_metric == "accuracy_m"
 
 
+def test_byte_order_mark_crlf_and_unicode_line_separators(tmp_path):
+    """A BOM before the header, Windows line ends, and \x85/\u2028 inside a sentence (which
+    str.splitlines would break at) are read as the text they are."""
+    header = LAYOUTS["mrpc"][1]["train.tsv"].splitlines()[0]
+    train = f"\ufeff{header}\r\n1\t1\t2\tUp\x85down .\tLeft\u2028right .\r\n0\t3\t4\tA .\tB .\r\n"
+    write_glue(tmp_path, "mrpc", {"train.tsv": train})
+    split, _ = load_task_data(get_task("mrpc", tmp_path))
+    assert split.text_a == ["Up\x85down .", "A ."] and split.text_b == ["Left\u2028right .", "B ."]
+    assert split.labels == [1, 0]
+
+
 def test_the_task_directory_itself_is_accepted(tmp_path):
     write_glue(tmp_path, "rte")
     train, _ = load_task_data(get_task("RTE", tmp_path / "RTE"))
