@@ -15,6 +15,7 @@ or a custom task file (.yaml/.json) naming its TSV files, columns, labels and me
   label: label
   labels: [negative, positive]   # or: regression
   metric: accuracy          # or a list: accuracy, f1, mcc, pearson, spearman (first = main)
+  header: true              # false: no header row, columns are 0-based numbers
 
 --set keys: {', '.join(Recipe.__dataclass_fields__)}
 """
