@@ -38,7 +38,7 @@ def subset(split: Split, limit: int | None) -> Split:
                    labels=pick(split.labels))
 
 
-def _median(per_seed: dict[str, dict[str, float]], reduce) -> dict[str, float]:
+def _across_seeds(per_seed: dict[str, dict[str, float]], reduce) -> dict[str, float]:
     names = next(iter(per_seed.values())).keys()
     return {name: float(reduce([results[name] for results in per_seed.values()])) for name in names}
 
@@ -89,15 +89,15 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
             print(f"{task_spec.name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
                   + f" ({stats['wall_time_s']:.0f} s)", flush=True)
 
-    median = _median(per_seed, np.median)
+    median = _across_seeds(per_seed, np.median)
     device, autocast = trainer.device_and_autocast()
     summary = {
         "task": task_spec.name,
         "metric": task_spec.main_metric,
         "per_seed": per_seed,
         "median": median,
-        "min": _median(per_seed, np.min),
-        "max": _median(per_seed, np.max),
+        "min": _across_seeds(per_seed, np.min),
+        "max": _across_seeds(per_seed, np.max),
         "main_median": median[task_spec.main_metric],
         "glue_score_median": glue_score(task_spec, median),
         "glue_score_metrics": list(task_spec.glue_score_metrics),

@@ -246,6 +246,7 @@ def test_custom_json_regression_headerless(tmp_path):
     ("train: a.tsv\ndev: a.tsv\ntext_a: s\nlabel: l\nlabels: [a, b, c]\nmetric: f1\n", "f1 needs exactly two labels"),
     ("train: a.tsv\ndev: a.tsv\ntext_a: s\nlabel: l\nlabels: [a]\nmetric: accuracy\n", "at least two distinct labels"),
     ("train: [oops\n", "is not valid YAML"),
+    ("train: a.tsv\ndev: a.tsv\ntext_a: s\nlabel: 0\nlabels: [a, b]\nmetric: mcc\nheader: false\n", "text_a must be a 0-based column number"),
 ])
 def test_custom_task_file_errors(tmp_path, spec, expected):
     (tmp_path / "t.yaml").write_text(spec)
