@@ -94,7 +94,7 @@ def test_settings_defaults_quick_and_bad_input():
 def test_rows_add_up_flops_and_accuracies(demo):
     settings = eff.make_settings(eff.parse_args(["--methods", "mlm", "fast"]))
     per_sequence = eff.flops_per_sequence(settings.run_config(), VOCAB)
-    summary = lambda *acc: {"summary": {"per_seed": {str(i): {"accuracy": a} for i, a in enumerate(acc)}}, "wall_time_s": 1.0}
+    summary = lambda *acc: [{"seed": i + 1, "accuracy": a, "wall_time_s": 1.0} for i, a in enumerate(acc)]  # noqa: E731
     pre = {"mlm": {"steps": 10, "wall_time_s": 5.0}, "fast": {"steps": 12, "wall_time_s": 6.0},
            eff.RANDOM_INIT: {"steps": 0, "wall_time_s": 0.0}}
     fine = {"mlm": summary(0.6, 0.7, 0.65), "fast": summary(0.8, 0.7, 0.9), eff.RANDOM_INIT: summary(0.5, 0.55, 0.52)}
@@ -106,6 +106,9 @@ def test_rows_add_up_flops_and_accuracies(demo):
     assert rows["mlm"]["total_with_aux_tflops"] == rows["mlm"]["total_tflops"]
     assert (rows["fast"]["acc_median"], rows["fast"]["acc_min"], rows["fast"]["acc_max"]) == (0.8, 0.7, 0.9)
     assert rows[eff.RANDOM_INIT]["total_tflops"] == 0 and rows[eff.RANDOM_INIT]["acc_median"] == 0.52
+    assert rows["mlm"]["seeds"] == [1, 2, 3] and rows["mlm"]["finetune_wall_s"] == 3.0
+    partial = eff.build_rows(per_sequence, 1.0, settings, pre, {"mlm": summary(0.6)}, None)  # a run cut short
+    assert "acc_median" not in partial[1] and partial[0]["acc_median"] == 0.6
 
 
 @pytest.mark.slow
@@ -131,3 +134,6 @@ def test_quick_run_end_to_end(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "effectiveness.py"), "--quick", "--work", str(tmp_path / "work"),
                             "--out-dir", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("skipped") >= 8, again.stdout[-2000:]
+    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "effectiveness.py"), "--quick", "--report-only",
+                             "--work", str(tmp_path / "missing"), "--out-dir", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert report.returncode == 2 and "no finished stages" in report.stderr
