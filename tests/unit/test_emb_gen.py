@@ -319,3 +319,12 @@ def test_config_section_parses_and_rejects_unknown_keys():
     assert (cfg.emb_gen.k, cfg.emb_gen.refresh_every, cfg.emb_gen.pull_weight) == (3, 50, 0.5)
     with pytest.raises(UserError, match="unknown config key 'emb_gen.topk'"):
         config("emb_gen.topk=3")
+
+
+def test_search_benchmark_script_runs_on_a_small_table():
+    from benchmarks.emb_gen_search import run
+
+    rows = run([300], [16], [20, 40], k=5, refresh_every=10, refresh_rows=100, repeats=1, quiet=True)
+    (row,) = rows
+    assert row["refresh_scaled"] and row["refresh_per_step_ms"] == pytest.approx(row["refresh_ms"] / 10)
+    assert row["step_20"] > 0 and row["step_40"] > 0
