@@ -1,5 +1,5 @@
 """GFLOPs per sequence of main / aux / total, Original ELECTRA vs Fast-ELECTRA, counted by running real
-models (transformers ElectraForPreTraining + a corrective-LM vocabulary head, ElectraForMaskedLM)
+models (transformers ElectraForPreTraining + the project's corrective-LM head, models/corrective_lm.py; ElectraForMaskedLM)
 through torch.utils.flop_counter.FlopCounterMode under FakeTensorMode (nothing is allocated), with a
 formula registered for CPU SDPA; cross-checked against the analytic count of accounting/flops.py and
 printed beside the poster's table.

@@ -1,21 +1,27 @@
 """Peak memory of one training step for main / aux / total, Original ELECTRA vs Fast-ELECTRA, per
 data-parallel rank, printed beside the poster's table.
 
-(a) simulated: the real models (accounting/paper.py) run one AdamW + 16-bit-autocast training step
-    under FakeTensorMode, tracked tensor by tensor by torch's MemTracker; nothing is allocated, so
-    paper-base / paper-large run on a laptop. Model states are then divided as DeepSpeed's ZeRO
-    divides them (accounting/memory.py documents the accounting).
-(b) measured: the same step for real at a small size on the current device (CUDA:
-    torch.cuda.max_memory_allocated; CPU: MemTracker over real tensors), which validates (a).
+(a) simulated: the models (accounting/paper.py: the project's discriminator with its corrective-LM
+    head, the generator sharing its embeddings, the frozen aux) run forward + backward in 16 bits, as
+    DeepSpeed's bf16 engine runs them, under FakeTensorMode, tracked tensor by tensor by torch's
+    MemTracker (nothing is allocated, so paper-base / paper-large run on a laptop); the engine's model
+    states, buffers and ZeRO partitioning are added from the parameter counts
+    (accounting/memory.py: deepspeed_peak documents each term).
+(b) measured: the project's real training step at a small size: each method's build_model,
+    deepspeed.initialize with ds_configs/zero3.json's settings (ZeRO stage, bf16), one rank, a warm-up
+    step then the measured one (accounting/engine_memory.py; CPU: allocator-level count of live
+    tensor bytes through torch.profiler; CUDA: max_memory_allocated). It validates (a) at identical
+    settings: micro-batch, sequence length, precision, ZeRO stage, world size 1.
 
     python benchmarks/memory.py [--settings paper-base paper-large] [--micro-batch 8] [--zero-stage 0]
                                 [--world-size 1] [--precision bf16] [--validate small]
+                                [--validate-stages 0 3]
 
-Original: the aux (generator) and main model train jointly: aux forward, sampling, main forward,
-one backward through both, one AdamW step; main = the main model's step alone, aux = total − main.
-Fast: the frozen aux (16-bit, no gradients, not in the optimizer) runs a no-grad forward (its head
-at the masked positions only, as this project's `fast` does), then the main model trains;
-aux = total − main (its 16-bit parameters, plus any part of its inference peak above the main's)."""
+Original: the generator (the aux model's size, its embeddings shared with the main model, its MLM head
+at the masked positions) and the main model train jointly, as method `electra`; main = the main
+model's step alone, aux = total − main. Fast: the frozen 16-bit aux runs a no-grad forward (its head at
+the masked positions only, as `fast` does), then the main model trains; aux = total − main (its 16-bit
+parameters, plus any part of its inference peak above the main's)."""
 from __future__ import annotations
 
 import argparse
@@ -29,16 +35,20 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, publish
-from fast_electra_ds.accounting.memory import DTYPES, TrackedPeak, track_training_step
+from fast_electra_ds.accounting.memory import DTYPES, TrackedStep, deepspeed_peak, track_forward_backward
 from fast_electra_ds.accounting.paper import PAPER_TABLES, PaperAux, PaperMain, PaperSetting, get_setting, paper_params
+from fast_electra_ds.models.pretraining import share_embeddings
 
 GB = 1e9  # the poster's GB: its Fast aux memory is the aux parameters in 16 bits in units of 10⁹ bytes
+KINDS = ("main", "original", "fast")
 
 
 def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
-    """kind: "main" (the main model's step alone), "original" (joint aux + main), "fast" (frozen aux + main)."""
+    """kind: "main" (the main model's step alone), "original" (joint generator + main, as `electra`),
+    "fast" (frozen aux + main, as `fast`). Everything in the 16-bit dtype of `setting.precision`."""
     b, s = setting.micro_batch, setting.seq_len
     masked = max(1, round(setting.mask_prob * s))
+    dtype = DTYPES[setting.precision]
 
     def build():
         with torch.device(device):  # build in place (.to() of a fake model fails)
@@ -47,43 +57,60 @@ def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
     def _build():
         g = torch.Generator(device="cpu").manual_seed(0)
         ids = torch.randint(5, setting.vocab_size, (b, s), generator=g).to(device)
-        labels = torch.zeros(b, s, dtype=torch.long, device=device)
+        is_replaced = torch.zeros(b, s, dtype=torch.bool, device=device)
         positions = torch.arange(b * masked, device=device) * (s // masked)  # flat indices of the masked positions
-        main = PaperMain(setting).train()
+        main = PaperMain(setting, dtype=dtype).train()
         if kind == "main":
-            return [main], [], lambda: main(ids, labels)
+            return [main], [], lambda: main(ids, is_replaced)
         if kind == "original":
-            aux = PaperAux(setting).train()
+            generator = PaperAux(setting, dtype=dtype).train()
+            share_embeddings(generator.mlm, main.discriminator)  # as `electra` (and COCO-LM) share them
 
             def loss_fn():
-                gen_loss = aux(ids)  # the poster counts the generator's head over all positions
-                corrupted = ids.clone()
-                return gen_loss + main(corrupted, labels)
-            return [main, aux], [], loss_fn
+                logits = generator.logits(ids, positions)  # the generator's head at the masked positions
+                gen_loss = torch.nn.functional.cross_entropy(logits.float(), ids.flatten()[positions])
+                with torch.no_grad():  # Gumbel-max sampling in float32, as replace/sampling.py
+                    noise = torch.rand(logits.shape, device=logits.device)
+                    sampled = (logits.float() - torch.log(-torch.log(noise))).argmax(-1)
+                corrupted = ids.flatten().index_put((positions,), sampled).view(b, s)
+                return gen_loss + 50 * main(corrupted, is_replaced, ids)
+            return [main, generator], [], loss_fn
         if kind == "fast":
-            aux = PaperAux(setting, dtype=DTYPES[setting.precision]).eval()
+            aux = PaperAux(setting, dtype=dtype).eval()
             # (requires_grad stays on only because MemTracker hooks every parameter it meets; the aux runs
-            # under no_grad and is not in the optimizer, so it never gets a gradient)
+            # under no_grad, so it never gets a gradient, and counts as frozen)
 
             def loss_fn():
-                with torch.no_grad():
-                    aux.logits(ids, positions)
-                return main(ids.clone(), labels)
+                with torch.no_grad():  # sampling at temperature T in float32, as FrozenAux.propose
+                    logits = aux.logits(ids, positions).float() / 1.5
+                    sampled = torch.multinomial(torch.softmax(logits, -1), 1).squeeze(1)
+                corrupted = ids.flatten().index_put((positions,), sampled).view(b, s)
+                return main(corrupted, is_replaced, ids)
             return [main], [aux], loss_fn
         raise ValueError(kind)
     return build
 
 
+def reduce_bucket(setting: PaperSetting) -> tuple[int, bool]:
+    """reduce_bucket_size and contiguous_gradients of the DeepSpeed config the measured step uses."""
+    from fast_electra_ds.accounting.engine_memory import ds_config_for
+
+    zero = ds_config_for(setting).get("zero_optimization", {})
+    return int(zero.get("reduce_bucket_size", 500_000_000)), bool(zero.get("contiguous_gradients", True))
+
+
 def simulate(setting: PaperSetting, fake: bool = True, device: str = "cpu", progress: tqdm | None = None) -> dict:
-    peaks: dict[str, TrackedPeak] = {}
-    for kind in ("main", "original", "fast"):
+    bucket, contiguous = reduce_bucket(setting)
+    per_rank, detail = {}, {}
+    for kind in KINDS:
         if progress is not None:
             progress.set_postfix_str(f"{setting.name} {kind}")
-        peaks[kind] = track_training_step(step_builder(setting, kind, device), setting.precision, fake=fake, device_type=device)
+        step: TrackedStep = track_forward_backward(step_builder(setting, kind, device), fake=fake)
+        parts = deepspeed_peak(step, setting.zero_stage, setting.world_size, setting.precision, bucket, contiguous)
+        per_rank[kind], detail[kind] = parts["total"], {**parts, "trained_params": step.trained_numel}
         if progress is not None:
             progress.update(1)
-    return summarize(setting, {k: p.per_rank(setting.zero_stage, setting.world_size) for k, p in peaks.items()},
-                     {k: {"total": p.total, **p.by_category} for k, p in peaks.items()})
+    return summarize(setting, per_rank, detail)
 
 
 def summarize(setting: PaperSetting, per_rank: dict[str, int], detail: dict | None = None) -> dict:
@@ -95,35 +122,34 @@ def summarize(setting: PaperSetting, per_rank: dict[str, int], detail: dict | No
             "precision": setting.precision, "detail": detail or {}}
 
 
-def measure_real(setting: PaperSetting, device: str | None = None) -> dict:
-    """(b): the same three steps run for real on the current device."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda":
-        per_rank = {}
-        for kind in ("main", "original", "fast"):
-            torch.cuda.empty_cache()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            track_training_step(step_builder(setting, kind, device), setting.precision, fake=False, device_type="cuda")
-            per_rank[kind] = torch.cuda.max_memory_allocated() - base
-        return summarize(setting, per_rank)
-    return simulate(setting, fake=False, device="cpu")
+def measure_real(setting: PaperSetting, progress: tqdm | None = None) -> dict:
+    """(b): the project's real training step through the DeepSpeed engine, one rank."""
+    from fast_electra_ds.accounting.engine_memory import measure_engine_step
+
+    per_rank = {}
+    for kind in KINDS:
+        if progress is not None:
+            progress.set_postfix_str(f"{setting.name} ZeRO-{setting.zero_stage} {kind} (real)")
+        per_rank[kind] = measure_engine_step(setting, kind)
+        if progress is not None:
+            progress.update(1)
+    return summarize(setting, per_rank)
 
 
-def run(settings: list[PaperSetting], validate: str | None = "small", out_dir: Path | None = RESULTS, quiet: bool = False) -> dict:
-    results = {"simulated": {}, "validation": None}
-    total_steps = 3 * len(settings) + (6 if validate else 0)
+def run(settings: list[PaperSetting], validate: str | None = "small", out_dir: Path | None = RESULTS, quiet: bool = False,
+        validate_stages: tuple[int, ...] = (0, 3)) -> dict:
+    results = {"simulated": {}, "validation": []}
+    total_steps = 3 * len(settings) + (6 * len(validate_stages) if validate else 0)
     with tqdm(total=total_steps, desc="memory", disable=quiet, file=sys.stderr) as bar:
         for setting in settings:
             results["simulated"][setting.name] = {"setting": vars(setting), "ours": simulate(setting, progress=bar),
                                                   "paper": PAPER_TABLES.get(setting.name)}
         if validate:
-            small = get_setting(validate, micro_batch=settings[0].micro_batch if validate != "small" else None,
-                                precision=settings[0].precision if settings else None)
-            sim = simulate(small, fake=True, progress=bar)
-            real = measure_real(small)
-            bar.update(3)
-            results["validation"] = {"setting": vars(small), "simulated": sim, "measured": real}
+            for stage in validate_stages:
+                small = get_setting(validate, zero_stage=stage, world_size=1,
+                                    precision=settings[0].precision if settings else None)
+                results["validation"].append({"setting": vars(small), "simulated": simulate(small, progress=bar),
+                                              "measured": measure_real(small, progress=bar)})
     publish("memory", results, render(results), out_dir, quiet)
     return results
 
@@ -141,21 +167,26 @@ def render(results: dict) -> str:
         rows.append([name, "Ratio Fast/Original", 1.0, o["fast_aux"] / o["original_aux"], o["fast_total"] / o["original_total"],
                      1.0 if p else None, p["mem_fast_aux"] / p["mem_original_aux"] if p else None,
                      p["mem_fast_total"] / p["mem_original_total"] if p else None, None])
-        notes.append(f"- {name}: micro-batch {o['micro_batch']} × {r['setting']['seq_len']} tokens per rank, {o['precision']} autocast, "
+        d = o["detail"].get("original", {})
+        notes.append(f"- {name}: micro-batch {o['micro_batch']} × {r['setting']['seq_len']} tokens per rank, {o['precision']} DeepSpeed engine, "
                      f"ZeRO-{o['zero_stage']}, {o['world_size']} rank(s); the frozen aux's 16-bit parameters: "
-                     f"{o['aux_param_bytes_16bit'] / GB:.3f} GB.")
-    text = ("Peak memory of one training step per rank, GB = 10⁹ bytes (simulated: FakeTensorMode + MemTracker)\n\n"
+                     f"{o['aux_param_bytes_16bit'] / GB:.3f} GB; Original total = model states {d.get('model_states', 0) / GB:.2f} + "
+                     f"buffers {d.get('buffers', 0) / GB:.2f} + activations/gradients {d.get('dynamic', 0) / GB:.2f} GB.")
+    text = ("Peak memory of one training step per rank, GB = 10⁹ bytes (simulated: FakeTensorMode + MemTracker for the "
+            "16-bit forward/backward, DeepSpeed's model states and buffers from the parameter counts)\n\n"
             + markdown_table(header, rows, digits=2) + "\n\n" + "\n".join(notes))
-    v = results.get("validation")
-    if v:
+    device = "cuda (max_memory_allocated)" if torch.cuda.is_available() else "cpu (allocator-level: torch.profiler memory events)"
+    for v in results.get("validation") or []:
+        vs = v["setting"]
         vrows = []
-        for key in ("main", "original_total", "fast_total"):
+        for key in ("main", "original_aux", "original_total", "fast_aux", "fast_total"):
             sim, real = v["simulated"][key], v["measured"][key]
-            vrows.append([key, sim / 2**20, real / 2**20, sim / real])
-        device = "cuda (max_memory_allocated)" if torch.cuda.is_available() else "cpu (MemTracker over real tensors)"
-        text += (f"\n\nValidation at `{v['setting']['name']}` (micro-batch {v['setting']['micro_batch']}, "
-                 f"{v['setting']['precision']}), simulated vs measured on {device}, MiB\n\n"
-                 + markdown_table(["peak", "simulated", "measured", "simulated/measured"], vrows, digits=3))
+            agree = abs(sim / real - 1) <= 0.10 if real else None
+            vrows.append([key, sim / 2**20, real / 2**20, sim / real if real else None, "yes" if agree else ("no" if agree is False else "–")])
+        text += (f"\n\nValidation at `{vs['name']}` (micro-batch {vs['micro_batch']} × {vs['seq_len']}, {vs['precision']}, "
+                 f"ZeRO-{vs['zero_stage']}, world size {vs['world_size']}): simulated vs measured through the real DeepSpeed "
+                 f"training step on {device}, MiB\n\n"
+                 + markdown_table(["peak", "simulated", "measured", "simulated/measured", "within 10%"], vrows, digits=3))
     return text
 
 
@@ -163,9 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setting_args(parser)
     parser.add_argument("--validate", default="small", help="setting measured for real to validate the simulation ('' to skip)")
+    parser.add_argument("--validate-stages", type=int, nargs="+", default=[0, 3], help="ZeRO stages of the validation (world size 1)")
     parser.add_argument("--out", default=str(RESULTS), help="directory for memory.json / memory.md ('' to write nothing)")
     args = parser.parse_args(argv)
-    return run(settings_from_args(args), args.validate or None, Path(args.out) if args.out else None)
+    return run(settings_from_args(args), args.validate or None, Path(args.out) if args.out else None,
+               validate_stages=tuple(args.validate_stages))
 
 
 if __name__ == "__main__":

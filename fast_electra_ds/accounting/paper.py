@@ -18,6 +18,9 @@ from typing import Any
 import torch
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
+from ..models.corrective_lm import CorrectiveLMHead
+from ..models.pretraining import copy_mechanism_log_probs
+
 
 @dataclass
 class PaperSetting:
@@ -90,35 +93,35 @@ def get_setting(name: str, **overrides: Any) -> PaperSetting:
     return SETTINGS[name].replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-class CorrectiveLMHead(torch.nn.Module):
-    """A vocabulary-sized head over every position of the main model (METRO's corrective LM): one
-    h×V projection. The training code has no such option yet; this stands in for it in benchmarks."""
-
-    def __init__(self, hidden: int, vocab_size: int):
-        super().__init__()
-        self.proj = torch.nn.Linear(hidden, vocab_size)
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.proj(hidden)
-
-
 class PaperMain(torch.nn.Module):
-    """The main model of the poster's tables: an Electra discriminator (RTD head) plus, if
-    `corrective_lm`, a vocabulary head over all positions. forward returns the training loss."""
+    """The main model of the poster's tables, as the project builds it: an Electra discriminator (RTD
+    head) plus, if `corrective_lm`, the project's corrective-LM head (models/corrective_lm.py: over all
+    positions, decoder tied to the word embeddings, COCO-LM's copy mechanism). forward returns the
+    training loss; every position is real (no padding), so nothing is boolean-indexed (FakeTensorMode
+    has no data-dependent shapes) and the shapes are those of the real module's."""
 
-    def __init__(self, setting: PaperSetting, attn_implementation: str = "sdpa"):
+    def __init__(self, setting: PaperSetting, attn_implementation: str = "sdpa", dtype: torch.dtype = torch.float32):
         super().__init__()
         self.discriminator = ElectraForPreTraining._from_config(setting.main_config(), attn_implementation=attn_implementation,
-                                                               dtype=torch.float32)
-        self.clm = CorrectiveLMHead(setting.main_hidden, setting.vocab_size) if setting.corrective_lm else None
+                                                               dtype=dtype)
+        self.clm = None
+        if setting.corrective_lm:
+            default = torch.get_default_dtype()
+            torch.set_default_dtype(dtype)  # created in `dtype` (.to() cannot swap fake tensors)
+            try:
+                self.clm = CorrectiveLMHead(setting.main_config(), self.discriminator.electra.embeddings.word_embeddings)
+            finally:
+                torch.set_default_dtype(default)
 
-    def forward(self, input_ids: torch.Tensor, is_replaced: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, is_replaced: torch.Tensor, original_ids: torch.Tensor | None = None) -> torch.Tensor:
         hidden = self.discriminator.electra(input_ids=input_ids).last_hidden_state
         rtd = self.discriminator.discriminator_predictions(hidden).float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(rtd, is_replaced.float())
         if self.clm is not None:
-            logits = self.clm(hidden)
-            loss = loss + torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), input_ids.flatten())
+            original = input_ids if original_ids is None else original_ids
+            logits = self.clm.logits(hidden.flatten(0, 1))
+            log_p = copy_mechanism_log_probs(logits, -rtd.detach().flatten(), input_ids.flatten(), original.flatten())
+            loss = loss + self.clm.loss_weight * -log_p.mean()
         return loss
 
 
@@ -142,8 +145,9 @@ class PaperAux(torch.nn.Module):
 
 
 def paper_params(setting: PaperSetting) -> dict[str, int]:
-    """Parameter counts of the main model (with its corrective-LM head) and the aux model, without
-    building them."""
+    """Parameter counts of the main model (with its corrective-LM head: dense h×h, LayerNorm, bias V;
+    its decoder is the tied word embeddings), the aux model, and the generator of Original when it
+    shares the main model's embeddings (as `electra` and COCO-LM/METRO do), without building them."""
     def electra(layers: int, h: int, ff: int) -> int:
         emb = (setting.vocab_size + setting.seq_len + 2) * h + 2 * h
         layer = 4 * (h * h + h) + 2 * h + (h * ff + ff) + (ff * h + h) + 2 * h
@@ -151,7 +155,8 @@ def paper_params(setting: PaperSetting) -> dict[str, int]:
     h, V = setting.main_hidden, setting.vocab_size
     main = electra(setting.main_layers, h, setting.main_intermediate) + (h * h + h) + (h + 1)
     if setting.corrective_lm:
-        main += h * V + V
+        main += (h * h + h) + 2 * h + V
     a = setting.aux_hidden
     aux = electra(setting.aux_layers, a, setting.aux_intermediate) + (a * a + a) + 2 * a + V  # head tied to embeddings
-    return {"main": main, "aux": aux}
+    shared_embeddings = (setting.vocab_size + setting.seq_len + 2) * a + 2 * a
+    return {"main": main, "aux": aux, "generator_shared": aux - shared_embeddings}

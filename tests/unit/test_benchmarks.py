@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fast_electra_ds.accounting.flop_counter import count_flops, count_forward_backward  # noqa: E402
 from fast_electra_ds.accounting.flops import (encoder_flops, layer_forward_flops_per_token, paper_flops,  # noqa: E402
                                               vocab_head_flops)
-from fast_electra_ds.accounting.memory import TrackedPeak  # noqa: E402
+from fast_electra_ds.accounting.memory import TrackedStep, deepspeed_peak  # noqa: E402
 from fast_electra_ds.accounting.paper import PAPER_TABLES, PaperAux, PaperMain, get_setting, paper_params  # noqa: E402
 
 
@@ -38,10 +38,16 @@ def test_fast_aux_memory_is_its_16bit_params():
 
 
 def test_param_count_matches_real_models():
+    from fast_electra_ds.models.pretraining import share_embeddings
+
     setting = get_setting("tiny")
     main, aux = PaperMain(setting), PaperAux(setting)
+    assert main.clm.decoder.weight is main.discriminator.electra.embeddings.word_embeddings.weight  # the real, tied head
     assert sum(p.numel() for p in main.parameters()) == paper_params(setting)["main"]
     assert sum(p.numel() for p in aux.parameters()) == paper_params(setting)["aux"]
+    share_embeddings(aux.mlm, main.discriminator)
+    own = {id(p) for p in main.parameters()}
+    assert sum(p.numel() for p in aux.parameters() if id(p) not in own) == paper_params(setting)["generator_shared"]
 
 
 def test_flop_counter_with_cpu_sdpa_formula_matches_analytic():
@@ -59,13 +65,18 @@ def test_flop_counter_with_cpu_sdpa_formula_matches_analytic():
     assert 2.0 <= counts["backward"] / counts["forward"] <= 2.5
 
 
-def test_zero_division_of_model_states():
-    peak = TrackedPeak(total=100, by_category={"param": 20, "grad": 20, "optimizer": 40, "activation": 20, "buffer": 0,
-                                               "temp": 0, "other": 0}, frozen_param_bytes=4)
-    assert peak.per_rank(0, 4) == 100
-    assert peak.per_rank(1, 4) == 100 - 30
-    assert peak.per_rank(2, 4) == 100 - 45
-    assert peak.per_rank(3, 4) == 100 - 45 - 12
+def test_deepspeed_accounting_by_hand():
+    step = TrackedStep(peak=1000 + 300 + 50, trained_param_bytes=2 * 500, trained_numel=500, persistent_numel=100,
+                       frozen_param_bytes=50)
+    assert step.dynamic == 300
+    # ZeRO-0, bf16: 16-bit params 2Ψ + fp32 master and Adam moments 12Ψ
+    assert deepspeed_peak(step, 0, 1, "bf16")["total"] == 14 * 500 + 300 + 50
+    assert deepspeed_peak(step, 1, 4, "bf16")["total"] == 2 * 500 + 12 * 500 / 4 + 300 + 50
+    # ZeRO-3: (2 + 12 + 2 gradient buffer)Ψ/N + persistent parameters whole + the contiguous-gradient bucket
+    parts = deepspeed_peak(step, 3, 4, "bf16", reduce_bucket_size=1000)
+    assert parts["model_states"] == int(16 * 500 / 4 + 2 * 100 * 3 / 4) and parts["buffers"] == 2000
+    assert deepspeed_peak(step, 3, 1, "bf16", contiguous_gradients=False)["buffers"] == 0
+    assert deepspeed_peak(step, 0, 1, "fp32")["model_states"] == 12 * 500  # fp32: the parameters are the master copy
 
 
 def test_flops_script_tiny():
@@ -74,12 +85,13 @@ def test_flops_script_tiny():
     assert result["counted"]["original_total"] == pytest.approx(result["analytic"]["original_total"], rel=0.1)
 
 
-def test_memory_script_tiny():
+def test_memory_script_tiny_agrees_with_the_real_engine_step():
     from benchmarks import memory
-    result = memory.main(["--settings", "tiny", "--validate", "tiny", "--out", ""])
-    v = result["validation"]
-    for key in ("main", "original_total", "fast_total"):
-        assert v["simulated"][key] == pytest.approx(v["measured"][key], rel=0.1)
+    result = memory.main(["--settings", "tiny", "--validate", "tiny", "--validate-stages", "0", "--out", ""])
+    (v,) = result["validation"]
+    assert v["setting"]["zero_stage"] == 0 and v["setting"]["world_size"] == 1
+    for key in ("main", "original_aux", "original_total", "fast_aux", "fast_total"):
+        assert v["simulated"][key] == pytest.approx(v["measured"][key], rel=0.1), key
     ours = result["simulated"]["tiny"]["ours"]
     assert ours["fast_total"] < ours["original_total"]
 
@@ -90,10 +102,43 @@ def test_throughput_script_tiny():
                               "--vocab-size", "500", "--out", ""])
     assert set(result["methods"]) == {"mlm", "electra", "fast"}
     assert all(m["tokens_per_s"] > 0 for m in result["methods"].values())
+    fast = result["methods"]["fast"]
+    assert fast["predicted_speedup"] == pytest.approx(result["methods"]["electra"]["gflops_per_sequence"] / fast["gflops_per_sequence"])
+    assert fast["target_met"] == (fast["measured_speedup"] >= fast["predicted_speedup"])
+    assert result["methods"]["electra"]["target_met"] is None
+
+
+def test_throughput_drives_any_method_with_the_trainers_hooks():
+    from benchmarks import throughput
+    from fast_electra_ds.replace import METHODS
+    from fast_electra_ds.replace.mlm import MaskedLM
+
+    calls = {"end_step": [], "before_optimizer_step": 0}
+
+    class HookProbe(MaskedLM):  # a method relying on the per-step hooks, as adaptive schedules do
+        name = "hook-probe"
+
+        def before_optimizer_step(self, param_groups):
+            calls["before_optimizer_step"] += 1
+            assert param_groups and all(g["params"] for g in param_groups)
+
+        def end_step(self, ctx, metrics):
+            calls["end_step"].append((ctx.step, metrics["mlm_loss"]))
+
+    METHODS[HookProbe.name] = HookProbe
+    try:
+        result = throughput.main(["--methods", "hook-probe", "--preset", "tiny", "--steps", "2", "--warmup", "1", "--seq-len", "32",
+                                  "--micro-batch", "2", "--vocab-size", "500", "--out", ""])
+    finally:
+        del METHODS[HookProbe.name]
+    assert set(result["methods"]) == {"hook-probe"}
+    assert calls["before_optimizer_step"] == 3 and [s for s, _ in calls["end_step"]] == [0, 1, 2]
+    assert all(loss > 0 for _, loss in calls["end_step"])
 
 
 def test_report_script_tiny(tmp_path):
     from benchmarks import report
-    report.main(["--quick", "--settings", "tiny", "--steps", "1", "--out", str(tmp_path), "--no-readme"])
-    for name in ("flops.csv", "memory.csv", "throughput.csv", "report.md", "flops.json"):
+    report.main(["--quick", "--settings", "tiny", "--steps", "1", "--validate", "tiny", "--validate-stages", "3", "--throughput-preset", "tiny",
+                 "--out", str(tmp_path), "--no-readme"])
+    for name in ("flops.csv", "memory.csv", "memory_validation.csv", "throughput.csv", "report.md", "flops.json"):
         assert (tmp_path / name).is_file()
