@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     print("memory (simulated at paper scale, validated for real) ...", file=sys.stderr)
     mem = memory_bench.run(settings, args.validate, out, quiet=False, validate_stages=tuple(args.validate_stages))
     print("throughput ...", file=sys.stderr)
-    tp = throughput_bench.run(preset=args.throughput_preset, steps=args.steps or (6 if args.quick else 12),
-                              warmup=2 if args.quick else 3, out_dir=out, quiet=False,
+    tp = throughput_bench.run(preset=args.throughput_preset, steps=args.steps or (5 if args.quick else 12),
+                              warmup=1 if args.quick else 3, out_dir=out, quiet=False,
                               generator="aux")  # the poster's Original: a generator of the aux's size
 
     flop_rows, mem_rows, chart_f, chart_m = [], [], {}, {}
