@@ -170,6 +170,9 @@ class AdaptiveExit(JointMethod):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
+            if len(state["p"]) != len(self.exits):
+                raise UserError(f"the checkpoint's P has {len(state['p'])} exits, early_exit.exits {self.exits} has {len(self.exits)}",
+                                "resume with the early_exit settings the run started with")
             self.p, self.alpha, self.acc_prev = list(state["p"]), state["alpha"], state["acc_prev"]
             self.window_sum, self.window_count = state["window_sum"], state["window_count"]
 

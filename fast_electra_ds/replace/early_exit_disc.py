@@ -132,6 +132,9 @@ class EarlyExitDisc(Method):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
+            if len(state["last_acc"]) != len(self.sections):
+                raise UserError(f"the checkpoint has {len(state['last_acc'])} sections, early_exit.sections {self.sections} has {len(self.sections)}",
+                                "resume with the early_exit settings the run started with")
             self.active, self.last_acc = state["active"], list(state["last_acc"])
             self.window_sum, self.window_count = list(state["window_sum"]), list(state["window_count"])
 

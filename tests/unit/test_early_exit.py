@@ -123,6 +123,8 @@ def test_window_update_state_and_resume():
                 assert method.p == pytest.approx(expected, abs=1e-12)
                 assert method.p[1] > method.p[0]  # accuracy rose: toward the deeper exit
     assert resumed.state_dict() == m.state_dict()
+    with pytest.raises(UserError, match="exits"):
+        build("adaptive-exit", "model.num_hidden_layers=4", "early_exit.exits=1,2,3,4")[0].load_state_dict(saved)
     assert m.p[1] < update_p([0.5, 0.5], 0.85, 0.6, 2.0)[1]  # 0.85 -> 0.6: back toward the shallower exit
     logged = m.logged_values(ctx())
     assert set(logged) == {"p_exit2", "p_exit4"} and sum(logged.values()) == pytest.approx(1.0)
@@ -291,6 +293,9 @@ def test_section_accuracies_over_the_window_and_stale_ones_for_skipped_sections(
     resumed, _ = build("early-exit-disc", *DISC, "early_exit.window=2")
     resumed.load_state_dict(saved)
     assert resumed.active == 2 and resumed.last_acc == pytest.approx([0.81, 0.86, 0.86, 0.88])
+    other, _ = build("early-exit-disc", *DISC, "early_exit.sections=2,4")
+    with pytest.raises(UserError, match="sections"):
+        other.load_state_dict(saved)
 
 
 def test_both_passes_stop_at_the_active_section():
