@@ -9,6 +9,9 @@ Sources, per number:
   max_seq_length 128: ELECTRA's released code (configure_finetuning.py `weight_decay_rate=0.01`,
   `max_seq_length=128`; model/optimization.py `clip_by_global_norm(..., 1.0)`). Table 7 lists
   weight decay 0; we follow the code, which produced the published numbers.
+- double_unordered: ELECTRA's code (configure_finetuning.py `double_unordered=True`) adds each
+  MRPC and STS-B training pair a second time with the sentences swapped, since their order carries
+  no meaning (finetune/classification/classification_tasks.py, classes MRPC and STS).
 - `auto` picks the size by hidden width: ELECTRA-Small has 256, Base 768, Large 1024 (Table 6).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Recipe:
     adam_eps: float = 1e-6
     clip_norm: float = 1.0  # 0 turns clipping off
     eval_batch_size: int = 128
+    double_unordered: int = 1  # 1: MRPC and STS-B also train on each pair in swapped order
 
     def to_dict(self) -> dict:
         return asdict(self)

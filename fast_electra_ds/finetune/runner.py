@@ -26,6 +26,7 @@ from .recipes import make_recipe, size_for_hidden
 from .tasks import Split, Task, get_task, load_task_data
 
 SUBSET_SEED = 0  # --max-*-examples take a fixed random subset, the same for every seed and method
+DOUBLE_UNORDERED_TASKS = ("mrpc", "stsb")  # ELECTRA's code: pairs whose order means nothing
 
 
 def subset(split: Split, limit: int | None) -> Split:
@@ -36,6 +37,12 @@ def subset(split: Split, limit: int | None) -> Split:
     pick = lambda values: [values[i] for i in keep]  # noqa: E731
     return replace(split, text_a=pick(split.text_a), text_b=None if split.text_b is None else pick(split.text_b),
                    labels=pick(split.labels))
+
+
+def both_orders(split: Split) -> Split:
+    """Each pair, then each pair with its sentences swapped (ELECTRA's double_unordered)."""
+    return replace(split, text_a=split.text_a + split.text_b, text_b=split.text_b + split.text_a,
+                   labels=split.labels + split.labels)
 
 
 def _across_seeds(per_seed: dict[str, dict[str, float]], reduce) -> dict[str, float]:
@@ -72,7 +79,8 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     train_split = subset(train_split, max_train_examples)
     dev_splits = {k: subset(v, max_dev_examples) for k, v in dev_splits.items()}
     segments = int(getattr(config, "type_vocab_size", 0) or 0) > 1
-    train = trainer.encode(tokenizer, train_split, the_recipe.max_seq_len, segments)
+    doubled = the_recipe.double_unordered and task_spec.glue_dir and task_spec.name in DOUBLE_UNORDERED_TASKS
+    train = trainer.encode(tokenizer, both_orders(train_split) if doubled else train_split, the_recipe.max_seq_len, segments)
     dev = {k: trainer.encode(tokenizer, v, the_recipe.max_seq_len, segments) for k, v in dev_splits.items()}
     baseline = trainer.majority_baseline(task_spec, train.labels, dev)
 
@@ -107,6 +115,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         "recipe": {"name": size_for_hidden(hidden) if recipe == "auto" else recipe, **the_recipe.to_dict()},
         "seeds": seeds,
         "train_examples": len(train_split),
+        "trained_in_both_orders": bool(doubled),
         "dev_examples": {k or "dev": len(v) for k, v in dev_splits.items()},
         "per_seed_stats": per_seed_stats,
         "device": device.type + (f" ({autocast} autocast)" if autocast else ""),

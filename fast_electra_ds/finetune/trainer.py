@@ -7,7 +7,7 @@ the model moves to the GPU and the forward pass runs under bf16 autocast (when t
 bf16) by itself; on CPU everything is fp32.
 
 The optimizer is ELECTRA's (see recipes.py for the sources): AdamW with LayerNorm/bias excluded
-from weight decay, linear warmup then linear decay to 0, gradient clipping, and layer-wise
+from weight decay, linear warmup times linear decay to 0, gradient clipping, and layer-wise
 learning-rate decay as in ELECTRA's `_get_layer_lrs` (model/optimization.py): with n layers,
 embeddings get lr·d^(n+2), encoder layer i (0-based) lr·d^(n+1-i), the task head lr.
 """
@@ -166,13 +166,15 @@ def parameter_groups(model: torch.nn.Module, recipe: Recipe, num_layers: int) ->
 
 
 def warmup_linear_decay(total_steps: int, warmup_fraction: float):
-    """Multiplier of the base LR: 0 -> 1 over the warmup steps, then 1 -> 0 at total_steps (ELECTRA)."""
-    warmup = int(warmup_fraction * total_steps)
+    """Multiplier of the base LR at a step, as ELECTRA's create_optimizer (model/optimization.py):
+    a linear decay from 1 at step 0 to 0 at total_steps, times a linear warmup min(1, step/W) over
+    the first W = warmup_fraction·total_steps steps. The warmup counts the update being made
+    (step + 1), so that no update has LR 0."""
+    warmup = warmup_fraction * total_steps
 
     def multiplier(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+        decay = max(0.0, 1.0 - step / total_steps)
+        return decay * (min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0)
 
     return multiplier
 

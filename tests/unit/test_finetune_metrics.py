@@ -110,10 +110,12 @@ def test_layerwise_learning_rates_follow_electra():
 
 
 def test_warmup_then_linear_decay():
+    """ELECTRA: lr · (1 - step/T) · min(1, step/W), the warmup counting the update being made."""
     multiplier = warmup_linear_decay(total_steps=100, warmup_fraction=0.1)
-    assert [multiplier(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5, 1.0])
-    assert [multiplier(s) for s in (10, 55, 99, 100)] == pytest.approx([1.0, 0.5, 1 / 90, 0.0])
-    # As the optimizer sees it through LambdaLR.
+    assert [multiplier(s) for s in (0, 4, 9)] == pytest.approx([0.1, 0.5 * 0.96, 0.91])
+    assert [multiplier(s) for s in (10, 55, 99, 100)] == pytest.approx([0.9, 0.45, 0.01, 0.0])
+    assert warmup_linear_decay(10, 0.0)(0) == 1.0
+    # As the optimizer sees it through LambdaLR: rises for 10 updates, then falls to lr/100.
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
     seen = []
@@ -121,4 +123,5 @@ def test_warmup_then_linear_decay():
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         schedule.step()
-    assert max(seen) == pytest.approx(2.0) and seen.index(max(seen)) == 9 and seen[-1] == pytest.approx(2 / 90)
+    assert seen.index(max(seen)) == 9 and max(seen) == pytest.approx(2 * 0.91) and seen[-1] == pytest.approx(0.02)
+    assert all(later < earlier for earlier, later in zip(seen[9:], seen[10:]))

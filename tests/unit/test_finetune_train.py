@@ -108,3 +108,37 @@ def test_bad_model_directory_and_recipe_key(sentiment, tmp_path):
         run(model_dir, "sst2", glue, tmp_path / "o", [1], overrides=["warmup=0.1"])
     with pytest.raises(UserError, match="max_seq_len 512 exceeds the model's 128 positions"):
         run(model_dir, "sst2", glue, tmp_path / "o", [1], overrides=["max_seq_len=512"])
+
+
+def test_sentence_pairs_mrpc_trains_in_both_orders(sentiment, tmp_path):
+    """A pair task in MRPC's layout (built from snippet pairs): F1 + accuracy, segment ids, and
+    ELECTRA's double_unordered (each pair also swapped) doubling the updates unless switched off."""
+    glue, model_dir = sentiment
+    lines = (glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:41]
+    rows = [line.split("\t") for line in lines]
+    mrpc = tmp_path / "glue" / "MRPC"
+    mrpc.mkdir(parents=True)
+    body = "".join(f"{int(a[1] == b[1])}\t{i}\t{i + 1}\t{a[0]}\t{b[0]}\n" for i, (a, b) in enumerate(zip(rows, rows[1:])))
+    for name in ("train.tsv", "dev.tsv"):
+        (mrpc / name).write_text("Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + body)
+    settings = dict(max_train_examples=None, progress=False)
+    both = run(model_dir, "mrpc", tmp_path / "glue", tmp_path / "a", [1], "small", ["epochs=1", "batch_size=8"], **settings)
+    once = run(model_dir, "mrpc", tmp_path / "glue", tmp_path / "b", [1], "small", ["epochs=1", "batch_size=8", "double_unordered=0"], **settings)
+    assert both["train_examples"] == once["train_examples"] == 39
+    assert both["trained_in_both_orders"] and not once["trained_in_both_orders"]
+    assert both["per_seed_stats"]["1"]["steps"] == 10 and once["per_seed_stats"]["1"]["steps"] == 5
+    assert set(both["median"]) == {"accuracy", "f1"} and both["metric"] == "accuracy"
+
+
+def test_pairs_get_segment_ids_when_the_model_has_them(sentiment):
+    from fast_electra_ds.finetune.tasks import Split
+    from fast_electra_ds.finetune.trainer import encode, load_tokenizer
+
+    _, model_dir = sentiment
+    tokenizer = load_tokenizer(model_dir)
+    split = Split(path=model_dir, text_a=["good film"], text_b=["bad one"], labels=[1])
+    encoded = encode(tokenizer, split, 64, segment_ids=True)
+    ids, types = encoded.input_ids[0], encoded.token_type_ids[0]
+    second = ids.index(tokenizer.sep_token_id) + 1  # [CLS] a [SEP] | b [SEP]
+    assert types == [0] * second + [1] * (len(ids) - second) and ids[0] == tokenizer.cls_token_id
+    assert encode(tokenizer, split, 64, segment_ids=False).token_type_ids is None
