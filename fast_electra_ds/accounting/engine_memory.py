@@ -63,6 +63,8 @@ def run_config_for(setting, method: str):
 
 
 def _init_single_rank() -> None:
+    """A one-rank gloo/nccl process group for this process, kept for the process's life (DeepSpeed
+    caches its groups: a destroyed and re-created group breaks the next engine)."""
     import deepspeed
     import torch.distributed as dist
 
@@ -139,8 +141,7 @@ def measure_engine_step(setting, kind: str) -> int:
                         param.data = param.data.clone()
             ds_config = resolve_ds_config(ds_config_for(setting), 1, config, on_cuda)
             module = method.build_model(ds_config)
-            engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=[p for p in module.parameters() if p.requires_grad],
-                                                   config=ds_config)
+            engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=method.param_groups(module), config=ds_config)
             engine.train()
             batch = _batch(setting, tokens.vocab_size, device)
             _step(method, engine, batch, 0, kind, device)  # the first step creates the optimizer states
