@@ -25,6 +25,7 @@ parameters, plus any part of its inference peak above the main's)."""
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -122,18 +123,26 @@ def summarize(setting: PaperSetting, per_rank: dict[str, int], detail: dict | No
             "precision": setting.precision, "detail": detail or {}}
 
 
-def measure_real(setting: PaperSetting, progress: tqdm | None = None) -> dict:
-    """(b): the project's real training step through the DeepSpeed engine, one rank."""
+def measure_real(setting: PaperSetting, progress: tqdm | None = None, repeats: int | None = None) -> dict:
+    """(b): the project's real training step through the DeepSpeed engine, one rank. ZeRO-0 measures
+    the same bytes every time; under ZeRO-3 the live bytes when the step starts vary by a few MiB from
+    run to run (measured: main 1110.0 / 1112.2 / 1115.2 MiB at `small`), as much as a small aux's
+    parameters, so each kind is measured `repeats` times (default 3 for ZeRO ≥ 1) in alternation and
+    the median is kept; the spread is reported."""
     from fast_electra_ds.accounting.engine_memory import measure_engine_step
 
-    per_rank = {}
-    for kind in KINDS:
+    repeats = repeats or (1 if setting.zero_stage == 0 else 3)
+    samples: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    for _ in range(repeats):
+        for kind in KINDS:
+            if progress is not None:
+                progress.set_postfix_str(f"{setting.name} ZeRO-{setting.zero_stage} {kind} (real)")
+            samples[kind].append(measure_engine_step(setting, kind))
         if progress is not None:
-            progress.set_postfix_str(f"{setting.name} ZeRO-{setting.zero_stage} {kind} (real)")
-        per_rank[kind] = measure_engine_step(setting, kind)
-        if progress is not None:
-            progress.update(1)
-    return summarize(setting, per_rank)
+            progress.update(3 / repeats)
+    result = summarize(setting, {kind: int(statistics.median(v)) for kind, v in samples.items()})
+    result["samples"] = samples
+    return result
 
 
 def run(settings: list[PaperSetting], validate: str | None = "small", out_dir: Path | None = RESULTS, quiet: bool = False,
@@ -185,9 +194,18 @@ def render(results: dict) -> str:
             vrows.append([key, sim / 2**20, real / 2**20, sim / real if real else None, "yes" if agree else ("no" if agree is False else "–")])
         text += (f"\n\nValidation at `{vs['name']}` (micro-batch {vs['micro_batch']} × {vs['seq_len']}, {vs['precision']}, "
                  f"ZeRO-{vs['zero_stage']}, world size {vs['world_size']}): simulated vs measured through the real DeepSpeed "
-                 f"training step on {device}, MiB\n\n"
+                 f"training step on {device}, MiB{spread(v['measured'])}\n\n"
                  + markdown_table(["peak", "simulated", "measured", "simulated/measured", "within 10%"], vrows, digits=3))
     return text
+
+
+def spread(measured: dict) -> str:
+    samples = measured.get("samples") or {}
+    if not samples or len(next(iter(samples.values()))) < 2:
+        return ""
+    ranges = ", ".join(f"{k} {(max(v) - min(v)) / 2**20:.1f}" for k, v in samples.items())
+    return (f" (median of {len(next(iter(samples.values())))} measurements; their range, MiB: {ranges}: the aux rows are "
+            f"differences of totals and carry that uncertainty)")
 
 
 def main(argv: list[str] | None = None) -> dict:
