@@ -107,7 +107,8 @@ def load_embedding_table(path: str, vocab_size: int, embedding_size: int, finger
 
 def copy_into_embeddings(weight: torch.nn.Parameter, table: torch.Tensor) -> None:
     """Overwrite the (possibly ZeRO-3 partitioned) embedding parameter with `table`: gathered, written
-    on rank 0 and re-partitioned from rank 0's copy, so every rank ends up with its shard of `table`."""
+    (every rank loaded the same table) and re-partitioned from rank 0's copy (modifier_rank=0), so every
+    rank ends up with its shard of `table`."""
     import deepspeed
 
     with torch.no_grad(), deepspeed.zero.GatheredParameters([weight], modifier_rank=0):
