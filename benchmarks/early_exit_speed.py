@@ -3,7 +3,7 @@ saves, and what the methods' schedules cost on average. One process, methods int
 median step time after warm-up, plain torch (no DeepSpeed engine), fp32, on CPU.
 
     python benchmarks/early_exit_speed.py [--preset small] [--seq-len 128] [--micro-batch 8] [--steps 6] [--warmup 2]
-                                          [--threads 1] [--clock cpu|wall] [--all-exits]
+                                          [--threads 1] [--clock cpu|wall] [--all-exits] [--also emb-gen fast]
 
 The default clock is this process's CPU time with 1 thread: on a machine shared with other jobs the
 wall time of a step depends on their load, its CPU time much less, so the ratios stay meaningful.
@@ -11,13 +11,16 @@ wall time of a step depends on their load, its CPU time much less, so the ratios
 Rows: `electra`; `adaptive-exit` with P = initial_p (the paper's [0.1, 0.2, 0.3, 0.4]: the exit is drawn
 every step, so use the mean, not the median, for it) and with P fixed on its lowest and highest exit
 (every exit with --all-exits); `early-exit-disc` with its first and all sections active (every count with
---all-exits) (the method picks one per window; the table shows each). Each step runs as the
-trainer runs it: prepare_batch, forward, backward, before_optimizer_step, AdamW over param_groups."""
+--all-exits) (the method picks one per window; the table shows each); then the methods in `--also`
+(default `emb-gen` and `fast`, whose frozen aux is a random model of the aux size, as in throughput.py),
+so one run compares every generator-saving method with `electra`. Each step runs as the trainer runs
+it: prepare_batch, forward, backward, before_optimizer_step, AdamW over param_groups."""
 from __future__ import annotations
 
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +45,17 @@ def runner(name: str, preset: str, seq_len: int, vocab_size: int):
     return method, module, torch.optim.AdamW(method.param_groups(module), lr=1e-4)
 
 
+def other_runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path):
+    """Any other method, built by throughput.py's runner (which also gives `fast` a frozen aux)."""
+    from benchmarks.throughput import make_runner
+
+    config = RunConfig(method=name)
+    config.model.preset = preset
+    config.model.max_position_embeddings = max(seq_len, 512)
+    config.data.seq_len = seq_len
+    return make_runner(name, config, TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS), torch.device("cpu"), aux_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
@@ -53,7 +67,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument("--all-exits", action="store_true")
+    parser.add_argument("--also", nargs="*", default=["emb-gen", "fast"], help=f"other methods to compare: any of {', '.join(sorted(METHODS))}")
     args = parser.parse_args(argv)
+    unknown = [m for m in args.also if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)} in --also; use any of {', '.join(sorted(METHODS))}")
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
@@ -74,6 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         fixed[0].active = k
         fixed[0].end_step = lambda ctx, metrics: None  # keep the section count fixed
         runners[f"early-exit-disc layers 1-{fixed[0].sections[k - 1]}"] = fixed
+    aux_dir = tempfile.TemporaryDirectory()
+    for name in args.also:
+        runners[name] = other_runner(name, args.preset, args.seq_len, args.vocab_size, Path(aux_dir.name))
     times: dict[str, list[float]] = {name: [] for name in runners}
     data = torch.Generator().manual_seed(0)
     for step in range(args.warmup + args.steps):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import torch
 from transformers import ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.electra.modeling_electra import ElectraDiscriminatorPredictions, ElectraGeneratorPredictions
 
 from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
-from .pretraining import share_embeddings
+from .pretraining import match_zero_init_dtype, share_embeddings
 
 
 def run_layers(electra: ElectraModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, stops: list[int]) -> list[torch.Tensor]:
@@ -19,8 +20,8 @@ def run_layers(electra: ElectraModel, input_ids: torch.Tensor, attention_mask: t
     hidden = electra.embeddings(input_ids=input_ids)
     if hasattr(electra, "embeddings_project"):
         hidden = electra.embeddings_project(hidden)
-    mask, _ = electra._create_attention_masks(attention_mask=attention_mask, encoder_attention_mask=None, embedding_output=hidden,
-                                              encoder_hidden_states=None, past_key_values=None)
+    # The mask ElectraModel.forward builds for an encoder (its private helper changed signature between 5.x releases).
+    mask = create_bidirectional_mask(config=electra.config, inputs_embeds=hidden, attention_mask=attention_mask)
     outputs = []
     for number, layer in enumerate(electra.encoder.layer[:stops[-1]], start=1):
         hidden = layer(hidden, mask)
@@ -45,17 +46,6 @@ def _init_new(model: torch.nn.Module, *modules: torch.nn.Module) -> None:
     shared embeddings)."""
     for module in modules:
         module.apply(model._init_weights)
-
-
-def match_zero_init_dtype(module: torch.nn.Module) -> None:
-    """Parameters created outside zero.Init (the heads added next to the Hugging Face models) in the
-    dtype zero.Init gave the others (bf16 / fp16): DeepSpeed casts neither kind at initialize, and
-    ZeRO-3 needs one dtype for its flat partitions. No-op without ZeRO-3."""
-    partitioned = [p for p in module.parameters() if hasattr(p, "ds_id")]
-    if partitioned:
-        for param in module.parameters():
-            if not hasattr(param, "ds_id") and param.dtype != partitioned[0].dtype:
-                param.data = param.data.to(partitioned[0].dtype)
 
 
 def _unrun(metrics: Metrics, name: str, device: torch.device) -> None:

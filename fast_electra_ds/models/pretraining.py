@@ -164,6 +164,17 @@ def copy_mechanism_predictions(mlm_logits: torch.Tensor, gate_logits: torch.Tens
     return probs.argmax(dim=-1)
 
 
+def match_zero_init_dtype(module: torch.nn.Module) -> None:
+    """Parameters created outside zero.Init (the heads added next to the Hugging Face models) in the
+    dtype zero.Init gave the others (bf16 / fp16): DeepSpeed casts neither kind at initialize, and
+    ZeRO-3 needs one dtype for its flat partitions. No-op without ZeRO-3."""
+    partitioned = [p for p in module.parameters() if hasattr(p, "ds_id")]
+    if partitioned:
+        for param in module.parameters():
+            if not hasattr(param, "ds_id") and param.dtype != partitioned[0].dtype:
+                param.data = param.data.to(partitioned[0].dtype)
+
+
 class JointAllTokensMLM(JointGenerator):
     """All-Tokens MLM: the main model (ElectraForMaskedLM) predicts the identity of every real input
     token of the generator-corrupted sequence, with ELECTRA's copy mechanism: a sigmoid gate D from
@@ -176,6 +187,7 @@ class JointAllTokensMLM(JointGenerator):
                  gen_weight: float, main_weight: float):
         super().__init__(generator, main, disallowed_ids, gen_weight, main_weight)
         self.copy_gate = torch.nn.Linear(main.config.hidden_size, 1)
+        match_zero_init_dtype(self)  # the gate is made outside zero.Init, next to the 16-bit partitioned models
 
     def main_objective(self, original, corrupted, attention_mask, selected):
         counted = attention_mask.bool()
