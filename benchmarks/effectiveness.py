@@ -151,6 +151,7 @@ class Settings:
     recipe: str
     finetune_overrides: list[str]
     finetune_train_limit: int | None
+    lr: float | None = None  # peak pre-training learning rate; None: ds_configs/zero3.json's
     report_only: bool = False  # build the table from the finished stages, run nothing
 
     @property
@@ -248,7 +249,14 @@ def write_ds_config(settings: Settings) -> None:
     config = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     config["train_micro_batch_size_per_gpu"] = settings.micro_batch
     config.pop("train_batch_size", None)
+    if settings.lr is not None:  # the JSON owns the optimizer: set its peak rate and the schedule's alike
+        config["optimizer"]["params"]["lr"] = settings.lr
+        config["scheduler"]["params"]["warmup_max_lr"] = settings.lr
     (settings.work / "ds_config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
+def pretraining_lr(settings: Settings) -> float:
+    return settings.lr if settings.lr is not None else json.loads((ROOT / "ds_configs" / "zero3.json").read_text())["optimizer"]["params"]["lr"]
 
 
 def random_init(settings: Settings, vocab_size: int, pad_id: int) -> dict | None:
@@ -334,7 +342,9 @@ def build_rows(per_sequence: dict, budget: float, settings: Settings, pre: dict[
         row = {"model": name, "steps": steps, "main_tflops": main / 1e12, "other_tflops": other / 1e12,
                "total_tflops": (main + other) / 1e12,
                "total_with_aux_tflops": (main + other + (aux_training if name == "fast" else 0.0)) / 1e12,
-               "pretrain_wall_s": record["wall_time_s"], "final_loss": record.get("last", {}).get("loss")}
+               "pretrain_wall_s": record["wall_time_s"], "final_loss": record.get("last", {}).get("loss"),
+               # Did the discriminator learn RTD at all? 0 means it still calls every token original.
+               "final_rtd_acc_replaced": record.get("last", {}).get("rtd_acc_replaced")}
         if fine.get(name):
             runs = fine[name]
             row.update({f"acc_{k}": v for k, v in accuracy_stats([r["accuracy"] for r in runs]).items()})
@@ -348,18 +358,18 @@ def render(rows: list[dict], aux: dict | None, per_sequence: dict, budget: float
            majority: float | None, tokens: int | None, wall: float, command: str) -> str:
     aux_tflops = aux["steps"] * settings.global_batch * per_sequence["aux-mlm"]["main"] / 1e12 if aux else None
     header = ["Model", "Steps", "Main TFLOPs", "Generator/aux TFLOPs", "Total TFLOPs", "Total incl. aux training",
-              "Pre-train wall s", "Acc median", "Acc min–max", "Acc per seed", "Fine-tune wall s"]
+              "Pre-train wall s", "Replaced detected (last log)", "Acc median", "Acc min–max", "Acc per seed", "Fine-tune wall s"]
     body = []
     for r in rows:
         spread = f"{r['acc_min']:.3f}–{r['acc_max']:.3f}" if "acc_median" in r else None
         seeds = " ".join(f"{v:.3f}" for v in r.get("acc_per_seed", []))
         body.append([r["model"], r["steps"], r["main_tflops"], r["other_tflops"], r["total_tflops"], r["total_with_aux_tflops"],
-                     r["pretrain_wall_s"], r.get("acc_median"), spread, seeds, r.get("finetune_wall_s")])
+                     r["pretrain_wall_s"], r.get("final_rtd_acc_replaced"), r.get("acc_median"), spread, seeds, r.get("finetune_wall_s")])
     if aux:
         body.append(["aux-mlm (stage 1 of fast, once)", aux["steps"], aux_tflops, 0.0, aux_tflops, aux_tflops,
-                     aux["wall_time_s"], None, None, None, None])
+                     aux["wall_time_s"], None, None, None, None, None])
     if majority is not None:
-        body.append(["majority class", 0, 0.0, 0.0, 0.0, 0.0, 0.0, majority, None, None, None])
+        body.append(["majority class", 0, 0.0, 0.0, 0.0, 0.0, 0.0, None, majority, None, None, None])
     table = markdown_table(header, body, digits=3)
     config = settings.run_config()
     sizes = config.model.sizes()
@@ -370,7 +380,8 @@ def render(rows: list[dict], aux: dict | None, per_sequence: dict, budget: float
         f"- Main model: {sizes['num_hidden_layers']} × {sizes['hidden_size']} (embedding {sizes['embedding_size']}, "
         f"{sizes['num_attention_heads']} heads, FFN {sizes['intermediate_size']}), sequence length {config.data.seq_len}, "
         f"vocabulary {settings.vocab_size}; preset `{settings.preset}`{', overrides ' + ' '.join(settings.overrides) if settings.overrides else ''}; "
-        f"{settings.ranks} CPU ranks (ZeRO-3, deepspeed launcher), global batch {settings.global_batch}.",
+        f"{settings.ranks} CPU ranks (ZeRO-3, deepspeed launcher), global batch {settings.global_batch}, peak learning rate "
+        f"{pretraining_lr(settings):g} (AdamW, linear warm-up and decay).",
         f"- Budget: {budget / 1e12:.2f} TFLOPs of main-model training each (forward + backward, accounting/flops.py); per sequence "
         f"mlm {per_sequence['mlm']['main'] / 1e9:.3f}, electra/fast {per_sequence['electra']['main'] / 1e9:.3f} GFLOPs; "
         f"on top: electra's generator {per_sequence['electra']['other'] / 1e9:.3f} (trained), fast's frozen aux forward "
@@ -391,7 +402,7 @@ def render(rows: list[dict], aux: dict | None, per_sequence: dict, budget: float
 def write_outputs(out_dir: Path, rows: list[dict], results: dict, text: str, quiet: bool) -> None:
     publish("effectiveness", results, text, out_dir, quiet)
     header = ["model", "steps", "main_tflops", "other_tflops", "total_tflops", "total_with_aux_tflops", "pretrain_wall_s",
-              "final_loss", "acc_median", "acc_min", "acc_max", "acc_stdev", "acc_per_seed", "finetune_wall_s"]
+              "final_loss", "final_rtd_acc_replaced", "acc_median", "acc_min", "acc_max", "acc_stdev", "acc_per_seed", "finetune_wall_s"]
     with (out_dir / "effectiveness.csv").open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -436,9 +447,9 @@ def plot(path: Path, rows: list[dict], majority: float | None) -> bool:
 # --- main -------------------------------------------------------------------------------------------------
 
 QUICK = dict(preset="tiny", vocab_size=2000, aux_steps=30, main_steps=40, seeds=[1], finetune_train_limit=400,
-             finetune_overrides=["epochs=1"], overrides=["data.seq_len=64", "train.seed=1234"])
+             finetune_overrides=["epochs=1"], overrides=["data.seq_len=64", "train.seed=1234"], lr=None)
 DEFAULT = dict(preset="demo", vocab_size=8000, aux_steps=1000, main_steps=2000, seeds=[1, 2, 3], finetune_train_limit=None,
-               finetune_overrides=[], overrides=[])
+               finetune_overrides=[], overrides=[], lr=None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -454,6 +465,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--aux-steps", type=int, help=f"steps of the stage-1 aux-mlm (default {DEFAULT['aux_steps']})")
     parser.add_argument("--vocab-size", type=int, help=f"sentencepiece vocabulary (default {DEFAULT['vocab_size']})")
     parser.add_argument("--micro-batch", type=int, default=8, help="sequences per rank and step (default 8)")
+    parser.add_argument("--lr", type=float, help=f"peak pre-training learning rate (default {DEFAULT['lr']}; None: ds_configs/zero3.json's)")
     parser.add_argument("--ranks", type=int, default=2, help="CPU ranks (deepspeed --num_gpus; default 2)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default 1 2 3)")
@@ -485,7 +497,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
                     aux_steps=pick(args.aux_steps, "aux_steps"), main_steps=pick(args.main_steps, "main_steps"),
                     budget=args.budget, methods=args.methods, seeds=pick(args.seeds, "seeds"), corpus=args.corpus,
                     pydoc=args.pydoc, recipe=args.recipe, finetune_overrides=pick(args.finetune_set, "finetune_overrides"),
-                    finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"), report_only=args.report_only)
+                    finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"), lr=pick(args.lr, "lr"),
+                    report_only=args.report_only)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -557,7 +570,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     command = "python benchmarks/effectiveness.py" + (" " + " ".join(argv) if argv else "")
     text = render(rows, aux, per_sequence, budget, settings, corpus, majority, prepared["num_tokens"], wall, command)
     results = {"command": command, "wall_time_s": wall, "budget_flops": budget, "flops_per_sequence": per_sequence,
-               "global_batch": settings.global_batch, "ranks": settings.ranks, "preset": settings.preset,
+               "global_batch": settings.global_batch, "lr": pretraining_lr(settings), "ranks": settings.ranks, "preset": settings.preset,
                "overrides": settings.overrides, "vocab_size": vocab_size, "corpus": corpus, "tokens": prepared["num_tokens"],
                "aux": aux, "rows": rows, "majority_baseline": majority, "seeds": settings.seeds,
                "finetune_overrides": settings.finetune_overrides, "finetune_train_limit": settings.finetune_train_limit}

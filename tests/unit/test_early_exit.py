@@ -390,3 +390,16 @@ def test_list_keys_from_yaml_and_from_comma_separated_overrides(tmp_path):
     bad.write_text("early_exit:\n  exits: {a: 1}\n")
     with pytest.raises(UserError, match="not a list"):
         load_config([str(bad)], [])
+
+
+# --- benchmarks/early_exit_speed.py ------------------------------------------------------------------------
+
+def test_speed_benchmark_times_every_exit_and_the_other_methods(capsys):
+    from benchmarks.early_exit_speed import main
+
+    main(["--seq-len", "16", "--micro-batch", "1", "--vocab-size", "300", "--steps", "1", "--warmup", "0", "--all-exits"])
+    rows = [line.split(" | ")[0].lstrip("| ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert rows == ["electra", "adaptive-exit P=[0.1, 0.2, 0.3, 0.4]", *(f"adaptive-exit exit {n} only" for n in (3, 6, 9, 12)),
+                    *(f"early-exit-disc layers 1-{n}" for n in (12, 9, 6, 3)), "emb-gen", "fast"]
+    with pytest.raises(SystemExit):
+        main(["--also", "no-such-method"])

@@ -95,7 +95,7 @@ def test_rows_add_up_flops_and_accuracies(demo):
     settings = eff.make_settings(eff.parse_args(["--methods", "mlm", "fast"]))
     per_sequence = eff.flops_per_sequence(settings.run_config(), VOCAB)
     summary = lambda *acc: [{"seed": i + 1, "accuracy": a, "wall_time_s": 1.0} for i, a in enumerate(acc)]  # noqa: E731
-    pre = {"mlm": {"steps": 10, "wall_time_s": 5.0}, "fast": {"steps": 12, "wall_time_s": 6.0},
+    pre = {"mlm": {"steps": 10, "wall_time_s": 5.0}, "fast": {"steps": 12, "wall_time_s": 6.0, "last": {"loss": 0.3, "rtd_acc_replaced": 0.25}},
            eff.RANDOM_INIT: {"steps": 0, "wall_time_s": 0.0}}
     fine = {"mlm": summary(0.6, 0.7, 0.65), "fast": summary(0.8, 0.7, 0.9), eff.RANDOM_INIT: summary(0.5, 0.55, 0.52)}
     rows = {r["model"]: r for r in eff.build_rows(per_sequence, 1.0, settings, pre, fine, {"steps": 100, "wall_time_s": 9.0})}
@@ -107,6 +107,7 @@ def test_rows_add_up_flops_and_accuracies(demo):
     assert (rows["fast"]["acc_median"], rows["fast"]["acc_min"], rows["fast"]["acc_max"]) == (0.8, 0.7, 0.9)
     assert rows[eff.RANDOM_INIT]["total_tflops"] == 0 and rows[eff.RANDOM_INIT]["acc_median"] == 0.52
     assert rows["mlm"]["seeds"] == [1, 2, 3] and rows["mlm"]["finetune_wall_s"] == 3.0
+    assert rows["fast"]["final_rtd_acc_replaced"] == 0.25 and rows["mlm"]["final_rtd_acc_replaced"] is None
     partial = eff.build_rows(per_sequence, 1.0, settings, pre, {"mlm": summary(0.6)}, None)  # a run cut short
     assert "acc_median" not in partial[1] and partial[0]["acc_median"] == 0.6
 
