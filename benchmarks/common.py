@@ -27,11 +27,15 @@ def add_setting_args(parser: argparse.ArgumentParser, default: Iterable[str] = (
     parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"])
     parser.add_argument("--zero-stage", type=int, choices=[0, 1, 2, 3])
     parser.add_argument("--world-size", type=int)
+    parser.add_argument("--original-generator", choices=["electra", "poster"],
+                        help="memory of Original: electra = this project's generator (shared embeddings, MLM head at the "
+                             "masked positions; the default of tiny/small); poster = own embeddings, MLM head over all "
+                             "positions (the default of paper-base/paper-large)")
 
 
 def settings_from_args(args: argparse.Namespace) -> list[PaperSetting]:
     keys = ["seq_len", "vocab_size", "main_layers", "main_hidden", "aux_layers", "aux_hidden", "mask_prob",
-            "corrective_lm", "micro_batch", "precision", "zero_stage", "world_size"]
+            "corrective_lm", "micro_batch", "precision", "zero_stage", "world_size", "original_generator"]
     overrides = {k: getattr(args, k, None) for k in keys}
     return [get_setting(name, **overrides) for name in args.settings]
 

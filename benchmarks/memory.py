@@ -17,9 +17,11 @@ data-parallel rank, printed beside the poster's table.
                                 [--world-size 1] [--precision bf16] [--validate small]
                                 [--validate-stages 0 3]
 
-Original: the generator (the aux model's size, its embeddings shared with the main model, its MLM head
-at the masked positions) and the main model train jointly, as method `electra`; main = the main
-model's step alone, aux = total − main. Fast: the frozen 16-bit aux runs a no-grad forward (its head at
+Original: the generator (the aux model's size) and the main model train jointly; main = the main
+model's step alone, aux = total − main. Its generator (`--original-generator`) is the poster's at
+paper-base / paper-large (own embeddings, MLM head over all positions, as the poster's GFLOPs count it)
+and this project's `electra` at tiny / small (embeddings shared with the main model, MLM head at the
+masked positions: the step the validation measures). Fast: the frozen 16-bit aux runs a no-grad forward (its head at
 the masked positions only, as `fast` does), then the main model trains; aux = total − main (its 16-bit
 parameters, plus any part of its inference peak above the main's)."""
 from __future__ import annotations
@@ -42,6 +44,8 @@ from fast_electra_ds.models.pretraining import share_embeddings
 
 GB = 1e9  # the poster's GB: its Fast aux memory is the aux parameters in 16 bits in units of 10⁹ bytes
 KINDS = ("main", "original", "fast")
+GENERATORS = {"electra": "this project's `electra` (embeddings shared, MLM head at the masked positions)",
+              "poster": "own embeddings, MLM head over all positions (as the poster's GFLOPs)"}
 
 
 def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
@@ -65,10 +69,15 @@ def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
             return [main], [], lambda: main(ids, is_replaced)
         if kind == "original":
             generator = PaperAux(setting, dtype=dtype).train()
-            share_embeddings(generator.mlm, main.discriminator)  # as `electra` (and COCO-LM) share them
+            poster = setting.original_generator == "poster"
+            if not poster:
+                share_embeddings(generator.mlm, main.discriminator)  # as `electra` (and COCO-LM) share them
 
             def loss_fn():
-                logits = generator.logits(ids, positions)  # the generator's head at the masked positions
+                if poster:  # the head over all positions (the poster's GFLOPs), the loss at the masked ones
+                    logits = generator.logits(ids).flatten(0, 1)[positions]
+                else:
+                    logits = generator.logits(ids, positions)  # the generator's head at the masked positions
                 gen_loss = torch.nn.functional.cross_entropy(logits.float(), ids.flatten()[positions])
                 with torch.no_grad():  # Gumbel-max sampling in float32, as replace/sampling.py
                     noise = torch.rand(logits.shape, device=logits.device)
@@ -178,7 +187,8 @@ def render(results: dict) -> str:
                      p["mem_fast_total"] / p["mem_original_total"] if p else None, None])
         d = o["detail"].get("original", {})
         notes.append(f"- {name}: micro-batch {o['micro_batch']} × {r['setting']['seq_len']} tokens per rank, {o['precision']} DeepSpeed engine, "
-                     f"ZeRO-{o['zero_stage']}, {o['world_size']} rank(s); the frozen aux's 16-bit parameters: "
+                     f"ZeRO-{o['zero_stage']}, {o['world_size']} rank(s); Original's generator: "
+                     f"{GENERATORS[r['setting'].get('original_generator', 'electra')]}; the frozen aux's 16-bit parameters: "
                      f"{o['aux_param_bytes_16bit'] / GB:.3f} GB; Original total = model states {d.get('model_states', 0) / GB:.2f} + "
                      f"buffers {d.get('buffers', 0) / GB:.2f} + activations/gradients {d.get('dynamic', 0) / GB:.2f} GB.")
     text = ("Peak memory of one training step per rank, GB = 10⁹ bytes (simulated: FakeTensorMode + MemTracker for the "

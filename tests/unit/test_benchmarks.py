@@ -96,6 +96,18 @@ def test_memory_script_tiny_agrees_with_the_real_engine_step():
     assert ours["fast_total"] < ours["original_total"]
 
 
+def test_posters_original_generator_adds_its_embedding_states_and_all_position_logits():
+    from benchmarks import memory
+    shared = memory.simulate(get_setting("tiny", vocab_size=4000))
+    poster = memory.simulate(get_setting("tiny", vocab_size=4000, original_generator="poster"))
+    assert get_setting("paper-base").original_generator == "poster" and get_setting("small").original_generator == "electra"
+    assert poster["main"] == shared["main"] and poster["fast_total"] == shared["fast_total"]  # only Original changes
+    s = get_setting("tiny")
+    embedding_states = 4000 * s.aux_hidden * 14  # own word embeddings: 16-bit weight, fp32 master + 2 Adam moments (ZeRO-0)
+    assert poster["detail"]["original"]["model_states"] - shared["detail"]["original"]["model_states"] >= embedding_states
+    assert poster["original_aux"] - shared["original_aux"] > embedding_states  # plus the logits over all positions
+
+
 def test_throughput_script_tiny():
     from benchmarks import throughput
     result = throughput.main(["--preset", "tiny", "--steps", "1", "--warmup", "0", "--seq-len", "32", "--micro-batch", "2",
