@@ -35,11 +35,16 @@ from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
-def runner(name: str, preset: str, seq_len: int, vocab_size: int):
+def bench_config(name: str, preset: str, seq_len: int) -> RunConfig:
     config = RunConfig(method=name)
     config.model.preset = preset
     config.model.max_position_embeddings = max(seq_len, 512)
     config.data.seq_len = seq_len
+    return config
+
+
+def runner(name: str, preset: str, seq_len: int, vocab_size: int):
+    config = bench_config(name, preset, seq_len)
     method = METHODS[name](config, TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS), torch.device("cpu"))
     module = method.build_model(None).train()
     return method, module, torch.optim.AdamW(method.param_groups(module), lr=1e-4)
@@ -49,11 +54,8 @@ def other_runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir:
     """Any other method, built by throughput.py's runner (which also gives `fast` a frozen aux)."""
     from benchmarks.throughput import make_runner
 
-    config = RunConfig(method=name)
-    config.model.preset = preset
-    config.model.max_position_embeddings = max(seq_len, 512)
-    config.data.seq_len = seq_len
-    return make_runner(name, config, TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS), torch.device("cpu"), aux_dir)
+    tokens = TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS)
+    return make_runner(name, bench_config(name, preset, seq_len), tokens, torch.device("cpu"), aux_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
