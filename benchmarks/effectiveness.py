@@ -465,7 +465,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--aux-steps", type=int, help=f"steps of the stage-1 aux-mlm (default {DEFAULT['aux_steps']})")
     parser.add_argument("--vocab-size", type=int, help=f"sentencepiece vocabulary (default {DEFAULT['vocab_size']})")
     parser.add_argument("--micro-batch", type=int, default=8, help="sequences per rank and step (default 8)")
-    parser.add_argument("--lr", type=float, help=f"peak pre-training learning rate (default {DEFAULT['lr']}; None: ds_configs/zero3.json's)")
+    parser.add_argument("--lr", type=float, help=f"peak pre-training learning rate (default {DEFAULT['lr'] or 'that of ds_configs/zero3.json'})")
     parser.add_argument("--ranks", type=int, default=2, help="CPU ranks (deepspeed --num_gpus; default 2)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, help="fine-tuning seeds (default 1 2 3)")
