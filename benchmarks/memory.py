@@ -133,14 +133,16 @@ def summarize(setting: PaperSetting, per_rank: dict[str, int], detail: dict | No
 
 
 def measure_real(setting: PaperSetting, progress: tqdm | None = None, repeats: int | None = None) -> dict:
-    """(b): the project's real training step through the DeepSpeed engine, one rank. ZeRO-0 measures
-    the same bytes every time; under ZeRO-3 the live bytes when the step starts vary by a few MiB from
-    run to run (measured: main 1110.0 / 1112.2 / 1115.2 MiB at `small`), as much as a small aux's
-    parameters, so each kind is measured `repeats` times (default 3 for ZeRO ≥ 1) in alternation and
-    the median is kept; the spread is reported."""
+    """(b): the project's real training step through the DeepSpeed engine, one rank. Under ZeRO-3 the
+    live bytes when the step starts vary by a few MiB from run to run (measured: main 1110.0 / 1112.2 /
+    1115.2 MiB at `small`), as much as a small aux's parameters; ZeRO-0 usually measures the same bytes,
+    but not always (seen once in six runs at `tiny`: 0.49 MB more in the Original step, whose aux
+    row is 1.15 MB). So each
+    kind is measured `repeats` times (default 3) in alternation and the median is kept; the spread is
+    reported."""
     from fast_electra_ds.accounting.engine_memory import measure_engine_step
 
-    repeats = repeats or (1 if setting.zero_stage == 0 else 3)
+    repeats = repeats or 3
     samples: dict[str, list[int]] = {kind: [] for kind in KINDS}
     for _ in range(repeats):
         for kind in KINDS:

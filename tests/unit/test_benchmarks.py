@@ -91,7 +91,7 @@ def test_memory_script_tiny_agrees_with_the_real_engine_step():
     (v,) = result["validation"]
     assert v["setting"]["zero_stage"] == 0 and v["setting"]["world_size"] == 1
     for key in ("main", "original_aux", "original_total", "fast_aux", "fast_total"):
-        assert v["simulated"][key] == pytest.approx(v["measured"][key], rel=0.1), key
+        assert v["simulated"][key] == pytest.approx(v["measured"][key], rel=0.1), (key, v["simulated"], v["measured"])
     ours = result["simulated"]["tiny"]["ours"]
     assert ours["fast_total"] < ours["original_total"]
 
