@@ -8,7 +8,7 @@ Rotten Tomatoes critic snippets (SST-2 layout, `fast_electra_ds.finetune`) over 
 table reports dev accuracy (median and spread as the papers report GLUE), the pre-training FLOPs of
 each part and the measured wall time.
 
-    python benchmarks/effectiveness.py                 # the default: about an hour on an idle 2-core machine
+    python benchmarks/effectiveness.py                 # the default: 1.5-2 hours on 2 CPU cores (--seeds 1: about 75 min)
     python benchmarks/effectiveness.py --quick         # smoke run, a few minutes (writes only under --work)
     python benchmarks/effectiveness.py --preset small --main-steps 20000 --seeds 1 2 3 4 5 --ranks 8 \
         --corpus enwiki-pages-articles.xml.bz2 more.txt --set data.seq_len=128
