@@ -29,33 +29,20 @@ if __package__ in (None, ""):
 
 import torch
 
+from benchmarks.throughput import SPECIALS, make_runner
 from fast_electra_ds.config import RunConfig
 from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
 
-SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
-
-def bench_config(name: str, preset: str, seq_len: int) -> RunConfig:
+def runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path):
+    """Method, module and optimizer as throughput.py builds them (which also gives `fast` a frozen aux
+    of the aux size, saved once to `aux_dir`)."""
     config = RunConfig(method=name)
     config.model.preset = preset
     config.model.max_position_embeddings = max(seq_len, 512)
     config.data.seq_len = seq_len
-    return config
-
-
-def runner(name: str, preset: str, seq_len: int, vocab_size: int):
-    config = bench_config(name, preset, seq_len)
-    method = METHODS[name](config, TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS), torch.device("cpu"))
-    module = method.build_model(None).train()
-    return method, module, torch.optim.AdamW(method.param_groups(module), lr=1e-4)
-
-
-def other_runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path):
-    """Any other method, built by throughput.py's runner (which also gives `fast` a frozen aux)."""
-    from benchmarks.throughput import make_runner
-
     tokens = TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS)
-    return make_runner(name, bench_config(name, preset, seq_len), tokens, torch.device("cpu"), aux_dir)
+    return make_runner(name, config, tokens, torch.device("cpu"), aux_dir)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -77,26 +64,30 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     torch.manual_seed(0)
-    runners = {"electra": runner("electra", args.preset, args.seq_len, args.vocab_size)}
-    adaptive = runner("adaptive-exit", args.preset, args.seq_len, args.vocab_size)
+    aux_dir = tempfile.TemporaryDirectory()  # lives until main returns: `fast` reads its aux from it
+
+    def build(name: str):
+        return runner(name, args.preset, args.seq_len, args.vocab_size, Path(aux_dir.name))
+
+    runners = {"electra": build("electra")}
+    adaptive = build("adaptive-exit")
     runners[f"adaptive-exit P={adaptive[0].p}"] = adaptive
     for i, layer in enumerate(adaptive[0].exits):
         if not args.all_exits and 0 < i < len(adaptive[0].exits) - 1:
             continue
-        fixed = runner("adaptive-exit", args.preset, args.seq_len, args.vocab_size)
+        fixed = build("adaptive-exit")
         fixed[0].p = [1.0 if j == i else 0.0 for j in range(len(fixed[0].exits))]
         runners[f"adaptive-exit exit {layer} only"] = fixed
-    disc = runner("early-exit-disc", args.preset, args.seq_len, args.vocab_size)
+    disc = build("early-exit-disc")
     for k in range(len(disc[0].sections), 0, -1):
         if not args.all_exits and 1 < k < len(disc[0].sections):
             continue
-        fixed = runner("early-exit-disc", args.preset, args.seq_len, args.vocab_size)
+        fixed = build("early-exit-disc")
         fixed[0].active = k
         fixed[0].end_step = lambda ctx, metrics: None  # keep the section count fixed
         runners[f"early-exit-disc layers 1-{fixed[0].sections[k - 1]}"] = fixed
-    aux_dir = tempfile.TemporaryDirectory()
     for name in args.also:
-        runners[name] = other_runner(name, args.preset, args.seq_len, args.vocab_size, Path(aux_dir.name))
+        runners[name] = build(name)
     times: dict[str, list[float]] = {name: [] for name in runners}
     data = torch.Generator().manual_seed(0)
     for step in range(args.warmup + args.steps):
