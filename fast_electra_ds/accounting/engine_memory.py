@@ -108,7 +108,7 @@ def measure_engine_step(setting, kind: str) -> int:
     from transformers import ElectraForMaskedLM
 
     from ..replace import METHODS, TokenInfo
-    from ..trainer import resolve_ds_config
+    from ..ds_config import resolve_ds_config
 
     if setting.world_size != 1:
         raise ValueError("the measured step runs one rank: use world_size 1 (the simulation divides for more)")
