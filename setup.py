@@ -19,6 +19,7 @@ setup(
         "numpy",
         "pyyaml",
         "tqdm",
+        "tensorboard",  # the shipped DeepSpeed configs turn on its TensorBoard monitor (run_dir/tensorboard)
     ],
     # test: scikit-learn is the metric reference of the fine-tuning tests (it brings scipy).
     extras_require={"test": ["pytest>=8", "scikit-learn"], "bench": ["matplotlib"]},  # bench: the PNG charts of benchmarks/report.py
