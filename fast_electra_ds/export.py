@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     states = checkpoint / "mp_rank_00_model_states.pt"
     if not states.is_file():
         raise UserError(f"checkpoint {checkpoint} has no model states", "it is damaged: export an earlier checkpoint")
-    return {k: v.float() for k, v in torch.load(states, map_location="cpu", weights_only=False)["module"].items()}
+    return {k: v.float() for k, v in torch.load(states, map_location="cpu", weights_only=True)["module"].items()}
 
 
 def parameter_aliases(module: torch.nn.Module) -> dict[str, set[str]]:
@@ -45,10 +46,57 @@ def parameter_aliases(module: torch.nn.Module) -> dict[str, set[str]]:
     return {name: set(group) - {name} for group in names.values() for name in group}
 
 
-def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict[str, float]:
+EXPORT_MARKER = "fast_electra_export.json"  # names the files an export wrote: only such a directory is ever replaced
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """OUT_DIR must be absent or empty; with `overwrite`, it may also be an earlier export of this
+    project holding nothing but the files that export wrote. Anything else is the user's: refuse."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise UserError(f"export target {out_dir} exists and is not a directory", "choose an absent or empty directory")
+    present = {str(p.relative_to(out_dir)) for p in out_dir.rglob("*") if not p.is_dir()}
+    if not present:
+        return
+    marker = out_dir / EXPORT_MARKER
+    if not overwrite:
+        hint = "pass --overwrite to replace that earlier export" if marker.is_file() else "choose an absent or empty directory"
+        raise UserError(f"export target {out_dir} is not empty ({len(present)} files)", hint)
+    try:
+        written = set(json.loads(marker.read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"export target {out_dir} is not an earlier export of fast-electra (no readable {EXPORT_MARKER}); --overwrite replaces only those",
+                        "choose an absent or empty directory") from None
+    foreign = sorted(present - written - {EXPORT_MARKER})
+    if foreign:
+        raise UserError(f"export target {out_dir} holds files an export did not write ({', '.join(foreign[:3])}); --overwrite replaces only an earlier export",
+                        "move those files away or choose another directory")
+
+
+def install_export(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move the finished export in `tmp` to `out_dir` by renames: a reader sees the old export or the new one, never half of one."""
+    check_out_dir(out_dir, overwrite)  # again: the directory may have changed while the models were written
+    files = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if not p.is_dir())
+    (tmp / EXPORT_MARKER).write_text(json.dumps({"files": files}, indent=1) + "\n")
+    if not out_dir.exists():
+        os.replace(tmp, out_dir)
+    elif not any(out_dir.iterdir()):
+        os.replace(tmp, out_dir)  # rename(2) replaces an empty directory
+    else:  # an earlier export (checked above): swap, then remove the old one
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "export")
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwrite: bool = False) -> dict[str, float]:
     """Write each Hugging Face model of the checkpoint's method to OUT_DIR (or OUT_DIR/<name>).
-    Returns, when the checkpoint carries probe logits of the trained engine, the largest absolute
-    difference of the exported models' logits from them."""
+    OUT_DIR must be absent or empty, or with `overwrite` an earlier export. Returns, when the
+    checkpoint carries probe logits of the trained engine, the largest absolute difference of the
+    exported models' logits from them."""
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, overwrite)  # before the work
     checkpoint = ckpt.resolve_checkpoint(source)
     run_dir = checkpoint.parent.parent
     for name in ("config.yaml", "tokens.json", "tokenizer"):
@@ -69,21 +117,25 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict
     module.eval()
     tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
 
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    exports = method.exports(module)
-    for name, model in exports.items():
-        target = tmp / name if name else tmp
-        model.save_pretrained(target, safe_serialization=True)
-        tokenizer.save_pretrained(target)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)  # a reader never sees a half-written export
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))  # ours alone: no user path is reused
+    umask = os.umask(0o022)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the export private
+    try:
+        exports = method.exports(module)
+        for name, model in exports.items():
+            target = tmp / name if name else tmp
+            model.save_pretrained(target, safe_serialization=True)
+            tokenizer.save_pretrained(target)
+        install_export(tmp, out_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # left only when something failed
 
     differences = {}
     probe_file = checkpoint / "probe.pt"
     if verify and probe_file.is_file():
-        probe = torch.load(probe_file, weights_only=False)
+        probe = torch.load(probe_file, weights_only=True)
         for name, model in exports.items():
             with torch.no_grad():
                 logits = model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits
@@ -94,9 +146,10 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True) -> dict
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fast-electra export", description=__doc__)
     parser.add_argument("source", help="a run directory (its latest complete checkpoint) or a checkpoints/step_* directory")
-    parser.add_argument("out_dir", help="where to write the Hugging Face model directory")
+    parser.add_argument("out_dir", help="where to write the Hugging Face model directory (absent or empty)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds an earlier export (and nothing else)")
     args = parser.parse_args(argv)
-    differences = export(args.source, args.out_dir)
+    differences = export(args.source, args.out_dir, overwrite=args.overwrite)
     check = ", ".join(f"{name}: max |logit - engine| = {diff:.3g}" for name, diff in differences.items())
     print(f"exported {args.source} -> {args.out_dir}" + (f" ({check})" if check else ""))
     return 0

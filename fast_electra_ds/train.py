@@ -1,7 +1,14 @@
-"""Training entry point, run once per rank by the `deepspeed` launcher (or torchrun):
+r"""Training entry point, run once per rank by the `deepspeed` launcher (or torchrun):
 
-    deepspeed --num_nodes N --num_gpus G train.py --ds_config ds_configs/zero3.json \
-        --config configs/base.yaml [section.key=value ...] [--resume]
+    deepspeed --num_nodes N --num_gpus G train.py --ds_config zero3.json \
+        --config base.yaml [section.key=value ...] [--resume]
+
+From an installed wheel: `deepspeed --module fast_electra_ds.train ...`; one process without a
+launcher: `python -m fast_electra_ds.train ...` or `fast-electra train ...`.
+--ds_config and --config take a file, or the bare name of a shipped one (zero2, zero3, zero3_offload;
+tiny, small, base, large); a local file of that name wins. Flags and overrides go in any order.
+Overrides: any config key, e.g. train.steps=200 model.preset=base optim.lr=3e-4 optim.warmup_ratio=0.01
+optim.micro_batch=32 (the optim section is written into the DeepSpeed JSON).
 """
 from __future__ import annotations
 
@@ -42,14 +49,15 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
                            "see the first failing rank's log, then re-launch with --resume")
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True, help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler)")
-    parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order")
+def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True,
+                        help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler): a file or a shipped name, e.g. zero3.json")
+    parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order: files or shipped names, e.g. tiny.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in train.out_dir")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
-    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=200")
-    return parser.parse_args(argv)
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=200 optim.lr=3e-4")
+    return parser.parse_intermixed_args(argv)  # flags before, between or after the overrides
 
 
 def _free_port() -> int:
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         if dist.get_rank() == 0 and result["finished"] and config.train.export:
             from .export import export
 
-            differences = export(result["checkpoint"], trainer.run_dir / "hf")
+            differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
             result["export"] = str(trainer.run_dir / "hf")
             result["export_max_logit_difference"] = differences
         result["wall_time_s"] = time.time() - started
@@ -131,11 +139,15 @@ def unlink_shm_allreduce_buffer() -> None:
         segment.unlink(missing_ok=True)
 
 
-def cli(argv: list[str]) -> int:
-    return run(parse_args(argv))
+def cli(argv: list[str], prog: str = "fast-electra train") -> int:
+    return run(parse_args(argv, prog))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
     from .cli import run_guarded
 
-    return run_guarded(cli, sys.argv[1:] if argv is None else argv)
+    return run_guarded(lambda args: cli(args, prog), sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":  # python -m fast_electra_ds.train, deepspeed --module fast_electra_ds.train
+    sys.exit(main(prog="python -m fast_electra_ds.train"))
