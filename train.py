@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Entry point for the deepspeed launcher: `deepspeed --num_gpus 2 train.py --ds_config ds_configs/zero3.json --config configs/tiny.yaml`."""
+"""Entry point for the deepspeed launcher: `deepspeed --num_gpus 2 train.py --ds_config zero3.json --config tiny.yaml`
+(the same as `deepspeed --module fast_electra_ds.train ...`; `--help` for the arguments)."""
 import sys
 
 from fast_electra_ds.train import main

@@ -7,10 +7,13 @@ from .errors import UserError
 
 USAGE = """usage: fast-electra <command> [options]
 
+Run `fast-electra <command> --help` for a command's options.
+
 commands:
   tokenizer   train a sentencepiece tokenizer into a Hugging Face tokenizer directory
   prepare     tokenize text files into Megatron IndexedDataset token shards
-  train       train in this process (for a single rank; use `deepspeed train.py` for several)
+  train       train in this process, one rank (several: `deepspeed train.py ...` in a checkout,
+              `deepspeed --module fast_electra_ds.train ...` from an installed wheel)
   export      consolidate a checkpoint into a Hugging Face model directory
   finetune    fine-tune a model directory on GLUE-layout or custom tasks over several seeds
   glue-data   write a labelled data set in the GLUE layout (rotten-tomatoes)

@@ -1,7 +1,9 @@
 """The project's run configuration: dataclasses, YAML presets, command-line overrides.
 
-Ownership rule: the DeepSpeed JSON owns batch sizes, precision, ZeRO stage, optimizer and
-scheduler; this config owns the model, the method, the curriculum, the data and the run layout.
+Ownership rule: the DeepSpeed JSON owns precision, ZeRO stage, the optimizer and scheduler types and
+the batch sizes; this config owns the model, the method, the curriculum, the data and the run layout.
+The `optim` section overrides the JSON's hyperparameters from the command line (`optim.lr=3e-4`);
+ds_config.py writes them into the JSON before deepspeed.initialize.
 Unknown keys are errors that name the key and list the valid ones.
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, get_origin, get_type_hints
 import yaml
 
 from .errors import UserError
+from .shipped import find_config_file, shipped_names
 
 # Encoder sizes from the ELECTRA paper (Clark et al. 2020, Table 6 / slides' size table); "tiny" is ours,
 # for tests. embedding_size < hidden_size is ELECTRA-Small's factorised embedding.
@@ -178,6 +181,25 @@ class TrainConfig:
 
 
 @dataclass
+class OptimConfig:
+    """Optimizer, schedule and batch hyperparameters, written into the DeepSpeed JSON before
+    initialize (ds_config.resolve_ds_config). None keeps the JSON's value. The optimizer's lr is the
+    one peak learning rate: the scheduler's warmup_max_lr follows it. Warmup: `warmup_steps`, or
+    `warmup_ratio` of train.steps; with neither, a JSON `"warmup_num_steps": "auto"` is 10%."""
+
+    lr: float | None = None  # optimizer.params.lr (the peak of the warmup)
+    warmup_ratio: float | None = None
+    warmup_steps: int | None = None
+    min_lr: float | None = None  # scheduler warmup_min_lr: where the warmup starts
+    weight_decay: float | None = None
+    betas: list[float] | None = None  # `0.9,0.98` on the command line
+    eps: float | None = None
+    micro_batch: int | None = None  # train_micro_batch_size_per_gpu
+    grad_accum: int | None = None  # gradient_accumulation_steps
+    global_batch: int | None = None  # train_batch_size = micro x accumulation x world size
+
+
+@dataclass
 class RunConfig:
     method: str = "fast"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -189,6 +211,7 @@ class RunConfig:
     early_exit: EarlyExitConfig = field(default_factory=EarlyExitConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -212,15 +235,18 @@ def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:
+    optional = type(None) in getattr(hint, "__args__", ())
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))):
+        return None
+    if optional and get_origin(hint) is not list:  # `list[float] | None`: the list inside
+        lists = [t for t in hint.__args__ if get_origin(t) is list]
+        hint = lists[0] if lists else hint
     if get_origin(hint) is list:
         items = value.split(",") if isinstance(value, str) else value  # `a,b,c` from the command line
         if not isinstance(items, (list, tuple)):
             raise UserError(f"config key {path!r} has value {value!r}, not a list", "give a YAML list or comma-separated values, e.g. 3,6,9,12")
         return [_coerce(item.strip() if isinstance(item, str) else item, hint.__args__[0], f"{path}[{i}]") for i, item in enumerate(items)]
     kinds = [t for t in getattr(hint, "__args__", (hint,)) if t is not type(None)]
-    optional = type(None) in getattr(hint, "__args__", ())
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~"))):
-        return None
     kind = kinds[0]
     try:
         if kind is bool:
@@ -248,9 +274,10 @@ def load_config(paths: list[str] | None = None, overrides: list[str] | None = No
     """Merge YAML files in order, then `section.key=value` overrides."""
     config = RunConfig()
     for path in paths or []:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file {path} not found", "pass an existing YAML file, e.g. configs/tiny.yaml")
+        p = find_config_file(path, "configs", (".yaml", ".yml"))
+        if p is None:
+            raise UserError(f"config file {path} not found (neither here nor among the shipped configs: {', '.join(shipped_names('configs', '.yaml'))})",
+                            "pass an existing YAML file or a shipped name, e.g. --config tiny.yaml")
         try:
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as err:
@@ -272,9 +299,11 @@ def save_config(config: RunConfig, path: Path) -> None:
 
 
 def load_ds_config(path: str) -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"DeepSpeed config {path} not found", "pass --ds_config ds_configs/zero3.json or another JSON file")
+    """A JSON file, or a bare name (`zero3.json`, `zero3`) of the shipped ds_configs; a local file wins."""
+    p = find_config_file(path, "ds_configs", (".json",))
+    if p is None:
+        raise UserError(f"DeepSpeed config {path} not found (neither here nor among the shipped ds_configs: {', '.join(shipped_names('ds_configs', '.json'))})",
+                        "pass a JSON file or a shipped name, e.g. --ds_config zero3.json")
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as err:
