@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from .config import OptimConfig, RunConfig
+from .device import adam_params, prebuilt_fused_adam
 from .errors import UserError
 
 
@@ -114,8 +115,7 @@ def resolve_ds_config(ds_config: dict[str, Any], world_size: int, config: RunCon
         if choice not in ("auto", "true", "false"):
             raise UserError(f"train.fused_adam is {choice!r}", "use auto, true or false")
         if not offload and "torch_adam" not in params:
-            # DeepSpeed's fused Adam is a CUDA kernel; on CPU it would JIT-build for a minute and
-            # gain nothing, so torch's Adam (foreach) is the CPU choice. With offload DeepSpeed
-            # picks its own CPU Adam.
-            params["torch_adam"] = (not on_cuda) if choice == "auto" else choice == "false"
+            # No JIT build by default (device.adam_params). With offload DeepSpeed picks its own CPU Adam.
+            chosen = adam_params(choice, on_cuda, prebuilt_fused_adam())
+            params.update({key: value for key, value in chosen.items() if key not in params and not (key == "fused" and "foreach" in params)})
     return ds

@@ -87,31 +87,37 @@ def run(args: argparse.Namespace) -> int:
     import deepspeed
     import torch.distributed as dist
 
+    from .device import barrier, bind_device
     from .trainer import Trainer
 
     _single_process_defaults()
     started = time.time()
+    bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     deepspeed.init_distributed(verbose=False)
     unlink_shm_allreduce_buffer()
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)
-        if dist.get_rank() == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
+        rank = dist.get_rank()
+        if rank == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
             marker = trainer.run_dir / STOPPED_MARKER
             if result["stopped_by_signal"]:
                 marker.write_text(json.dumps({"step": result["step"], "checkpoint": result["checkpoint"]}) + "\n")
             else:
                 marker.unlink(missing_ok=True)
-        if dist.get_rank() == 0 and result["finished"] and config.train.export:
+        # Rank 0 exports on CPU (minutes for a large model): no rank may wait in a collective meanwhile
+        # (NCCL's timeout), so every rank leaves the process group first.
+        barrier()
+        dist.destroy_process_group()
+        if rank == 0 and result["finished"] and config.train.export:
             from .export import export
 
             differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
             result["export"] = str(trainer.run_dir / "hf")
             result["export_max_logit_difference"] = differences
         result["wall_time_s"] = time.time() - started
-        if dist.get_rank() == 0:
+        if rank == 0:
             print("[fast-electra] done: " + json.dumps(result), flush=True)
-        dist.barrier()
     except RuntimeError as err:
         failure = peer_failure(err, config.train.out_dir)
         if failure is None:
@@ -133,7 +139,9 @@ def unlink_shm_allreduce_buffer() -> None:
     needed; the mappings stay valid until the processes exit."""
     import torch.distributed as dist
 
-    dist.barrier()
+    from .device import barrier
+
+    barrier()
     rank = dist.get_rank()
     for segment in Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_{os.getuid()}_*_{os.environ.get('MASTER_PORT', '*')}_{rank}"):
         segment.unlink(missing_ok=True)

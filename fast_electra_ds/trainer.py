@@ -3,7 +3,6 @@ prepares each micro-batch and the engine's module computes the loss."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import time
@@ -14,12 +13,12 @@ from typing import Any
 import deepspeed
 import torch
 import torch.distributed as dist
-from deepspeed.accelerator import get_accelerator
 
 from . import checkpoint as ckpt
 from .config import RunConfig, save_config
 from .data.dataset import PackedDataset, RankBatches
 from .data.tokenizer import load_tokenizer
+from .device import bind_device
 from .ds_config import resolve_ds_config
 from .errors import UserError
 from .models.main import is_partitioned, local_and_total_numel
@@ -108,11 +107,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(config.train.out_dir)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
-        accelerator = get_accelerator()
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        self.device = torch.device(accelerator.device_name(local_rank)) if accelerator.device_name() != "cpu" else torch.device("cpu")
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
+        self.device = bind_device()  # train.py bound it before the first collective; the same answer here
 
         if not config.data.tokenizer:
             raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")

@@ -65,10 +65,11 @@ def test_adam_choice_follows_the_device_with_override():
     ds = {"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
           "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": "auto", "warmup_num_steps": "auto"}}}
     assert resolve_ds_config(ds, 1, config, on_cuda=False)["optimizer"]["params"]["torch_adam"] is True
+    config.train.fused_adam = "true"  # DeepSpeed's FusedAdam; auto picks it only where prebuilt (tests/unit/test_device.py)
     assert resolve_ds_config(ds, 1, config, on_cuda=True)["optimizer"]["params"]["torch_adam"] is False
     config.train.fused_adam = "false"
     resolved = resolve_ds_config(ds, 1, config, on_cuda=True)
-    assert resolved["optimizer"]["params"]["torch_adam"] is True
+    assert resolved["optimizer"]["params"]["torch_adam"] is True and resolved["optimizer"]["params"]["fused"] is True
     assert resolved["scheduler"]["params"]["total_num_steps"] == config.train.steps
     assert "torch_adam" not in ds["optimizer"]["params"]  # the user's dict is left alone
 
