@@ -62,3 +62,19 @@ def test_prebuilt_fused_adam_reads_deepspeeds_install_record(monkeypatch):
     assert device.prebuilt_fused_adam() is True
     monkeypatch.setattr(info, "accelerator_name", "some-other-accelerator")  # built for another device
     assert device.prebuilt_fused_adam() is False
+
+
+@pytest.mark.parametrize("visible, local_rank", [(None, "3"), ("3", "0"), ("0,1,2,3", "3")])
+def test_slurm_task_env_names_the_gpu_the_task_sees(visible, local_rank):
+    import os
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    env.update(SLURM_PROCID="3", SLURM_NTASKS="4", SLURM_LOCALID="3", SLURM_NTASKS_PER_NODE="4(x1)", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    out = subprocess.run(["bash", str(ROOT / "launcher/slurm/task_env.sh"), "sh", "-c", "echo $LOCAL_RANK $RANK"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == [local_rank, "3"]
