@@ -55,6 +55,7 @@ def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
                         help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler): a file or a shipped name, e.g. zero3.json")
     parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order: files or shipped names, e.g. tiny.yaml")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in train.out_dir")
+    parser.add_argument("--allow-inexact-resume", action="store_true", help="resume even from a checkpoint that lacks a rank's RNG state (the losses then differ)")
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=200 optim.lr=3e-4")
     return parser.parse_intermixed_args(argv)  # flags before, between or after the overrides
@@ -77,12 +78,14 @@ def _single_process_defaults() -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
+    from .checkpoint import allow_inexact_resume
     from .config import load_config, load_ds_config
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
+    allow_inexact_resume(args.allow_inexact_resume)
 
     import deepspeed
     import torch.distributed as dist

@@ -79,6 +79,7 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
     for step, complete in ((10, True), (20, True), (30, False)):
         (root / ckpt.tag_for(step)).mkdir(parents=True)
         if complete:
+            (root / ckpt.tag_for(step) / ckpt.TRAINER_STATE).write_text("{}")
             (root / ckpt.tag_for(step) / ckpt.COMPLETE).write_text(str(step))
     assert ckpt.resolve_checkpoint(tmp_path).name == ckpt.tag_for(20)
     with pytest.raises(UserError, match="incomplete"):
