@@ -47,13 +47,12 @@ class FrozenAux:
     @torch.inference_mode()
     def propose(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
                 temperature: float, generator: torch.Generator, disallowed_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sampled tokens at the selected positions [M], and the aux model's argmax there [M]."""
-        from ..replace.sampling import sample_with_temperature  # here: replace/ imports this module
+        """Sampled tokens at the selected positions [M], and the aux model's argmax there [M] (from the
+        sampler's own max pass: no second pass over the vocabulary)."""
+        from ..replace.sampling import sample_and_argmax  # here: replace/ imports this module
 
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        logits = self.head(hidden[selected])
-        sampled = sample_with_temperature(logits, temperature, generator, disallowed_ids)
-        return sampled, logits.argmax(dim=-1)
+        return sample_and_argmax(self.head(hidden[selected]), temperature, generator, disallowed_ids)
 
 
 def load_frozen_aux(path: str, vocab_size: int, fingerprint: str, dtype_name: str, device: torch.device) -> FrozenAux:
