@@ -15,6 +15,7 @@ from . import checkpoint as ckpt
 from .config import load_config
 from .data.tokenizer import load_tokenizer
 from .errors import UserError
+from .model_card import finish_model_dir
 from .replace import METHODS, TokenInfo
 
 
@@ -127,7 +128,7 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwri
         for name, model in exports.items():
             target = tmp / name if name else tmp
             model.save_pretrained(target, safe_serialization=True)
-            tokenizer.save_pretrained(target)
+            finish_model_dir(target, model, tokenizer, run_dir, checkpoint)  # tokenizer with the length limit, README.md model card
         install_export(tmp, out_dir, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # left only when something failed

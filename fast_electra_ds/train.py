@@ -80,14 +80,15 @@ def run(args: argparse.Namespace) -> int:
 
     from .checkpoint import allow_inexact_resume
     from .config import load_config, load_ds_config
+    from .process_group import init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
+    quiet_known_warnings()
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
     allow_inexact_resume(args.allow_inexact_resume)
 
-    import deepspeed
     import torch.distributed as dist
 
     from .device import barrier, bind_device
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     _single_process_defaults()
     started = time.time()
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
-    deepspeed.init_distributed(verbose=False)
+    init_process_group()  # a taken MASTER_PORT is one line naming a free one
     unlink_shm_allreduce_buffer()
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)

@@ -22,6 +22,8 @@ from .text import iter_documents
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4 in our tokenizers
 SPM_MODEL_FILE = "spm.model"
+# Loading arguments transformers keeps in init_kwargs and would write into tokenizer_config.json.
+SESSION_KEYS = ("local_files_only", "is_local", "trust_remote_code", "name_or_path", "_commit_hash")
 SEED = 1234
 
 # SentencePiece keeps every training sentence in memory; a uniform sample of this many lines is
@@ -176,6 +178,8 @@ def load_tokenizer(path):
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"cannot load the tokenizer in {path}: {message}",
                         "pass a valid Hugging Face tokenizer directory or re-run `fast-electra tokenizer`") from None
+    for key in SESSION_KEYS:  # how this process loaded it, not part of the tokenizer: never saved with it
+        tokenizer.init_kwargs.pop(key, None)
     # A special token absent from the vocabulary would silently map to [UNK]'s id.
     vocab = tokenizer.get_vocab()
     missing = [name for name in ("pad", "cls", "sep", "mask")
@@ -184,6 +188,14 @@ def load_tokenizer(path):
         raise UserError(f"tokenizer {path} has no {', '.join(t + ' token' for t in missing)}",
                         "use a tokenizer that defines [PAD], [CLS], [SEP] and [MASK] (e.g. one from `fast-electra tokenizer`)")
     return tokenizer
+
+
+def save_tokenizer_for_model(tokenizer, out_dir, max_positions: int) -> None:
+    """Save next to a model that reads at most `max_positions` tokens: model_max_length makes
+    `truncation=True` (pipelines, Trainer) cut inputs to what the model can take."""
+    tokenizer.model_max_length = max_positions
+    tokenizer.init_kwargs["model_max_length"] = max_positions
+    tokenizer.save_pretrained(str(out_dir))
 
 
 def special_token_ids(tokenizer) -> dict[str, int | None]:
