@@ -21,6 +21,7 @@ from .data.tokenizer import load_tokenizer
 from .device import bind_device
 from .ds_config import resolve_ds_config
 from .errors import UserError
+from .loss_scale import end_applied_step, schedule_clock
 from .models.main import is_partitioned, local_and_total_numel
 from .objectives import Metrics
 from .replace import METHODS, Method, StepContext, TokenInfo
@@ -225,7 +226,7 @@ class Trainer:
         while self.state.step < last_step:
             started = time.perf_counter()
             sums: dict[str, list[torch.Tensor]] = {}
-            ctx = StepContext(self.state.step, self.state.step / cfg.steps, torch.Generator())
+            ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
                 batch = {k: v.to(self.device) for k, v in next(batches).items()}
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
@@ -239,7 +240,7 @@ class Trainer:
             self.state.consumed_samples = batches.consumed_samples
             elapsed = time.perf_counter() - started
             reduced = reduce_metrics(sums, self.device)  # the same values on every rank
-            self.method.end_step(ctx, reduced)
+            end_applied_step(self.engine, self.method, ctx, reduced)
             if self.state.step % cfg.log_every == 0 or self.state.step == last_step:
                 record = {"step": self.state.step, **reduced}
                 record.update(self.method.logged_values(ctx))
