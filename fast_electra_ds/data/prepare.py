@@ -31,6 +31,18 @@ from .tokenizer import load_tokenizer, special_token_ids, tokenizer_fingerprint
 META_FILE = "meta.json"
 META_FORMAT_VERSION = 1
 DOCUMENTS_PER_CHUNK = 64  # unit of work sent to a worker process
+MAX_NON_TEXT_FRACTION = 0.2  # of the decoded characters: replaced bytes (U+FFFD) and control characters
+
+
+def check_text_sanity(stats: dict, input_files, max_non_text: float) -> None:
+    """Refuse input that is mostly not text (binary data, a wrong encoding): a few undecodable
+    bytes (a Latin-1 accent in UTF-8 text) are counted and accepted, a corpus of them is not."""
+    chars = stats.get("chars", 0)
+    non_text = stats.get("replaced_chars", 0) + stats.get("control_chars", 0)
+    if chars and non_text / chars > max_non_text:
+        raise UserError(f"the input files ({', '.join(map(str, input_files))}) are not text: {non_text / chars:.0%} of the decoded characters "
+                        f"are undecodable bytes or control characters (limit {max_non_text:.0%})",
+                        "pass UTF-8 text, or raise the limit with --max-non-text-fraction")
 
 
 def import_indexed_dataset():
@@ -152,7 +164,8 @@ def _publish(tmp_dir: Path, out_dir: Path) -> None:
 
 
 def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: str = "text",
-            shard_tokens: int = 50_000_000, progress: bool = True, overwrite: bool = False) -> dict:
+            shard_tokens: int = 50_000_000, progress: bool = True, overwrite: bool = False,
+            max_non_text_fraction: float = MAX_NON_TEXT_FRACTION) -> dict:
     """Tokenize every document of `input_files` with the tokenizer in `tokenizer_dir` into
     IndexedDataset shards in `out_dir`. Output bytes do not depend on `workers`.
     Returns the meta dict that is also written to out_dir/meta.json."""
@@ -163,6 +176,8 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
     if not input_files:
         raise UserError("no input files given", "pass --input FILE [FILE ...]")
     for path in input_files:  # fail fast, before spawning workers
+        if path.is_dir():
+            raise UserError(f"input {path} is a directory", f"pass the text files inside it, e.g. --input {path}/*.txt")
         if not path.is_file():
             raise UserError(f"input file {path} does not exist", "check the --input path")
     if workers < 1:
@@ -198,6 +213,7 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
                         tokens += int(token_ids.size)
                     bar.update(len(tokenized))
         shards = writer.close()
+        check_text_sanity(stats, input_files, max_non_text_fraction)
         if tokens == 0:
             raise UserError(f"the input files ({', '.join(map(str, input_files))}) produced no tokens",
                             "pass files with text the tokenizer can encode")
@@ -215,6 +231,7 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
             "empty_documents_skipped": empty_documents,
             "undecodable_lines": stats["undecodable_lines"],
             "replaced_chars": stats["replaced_chars"],
+            "control_chars": stats.get("control_chars", 0),
             "source_files": [str(p.resolve()) for p in input_files],
             "text_field": text_field,
         }
@@ -236,10 +253,12 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=2, help="tokenizer processes (default: 2)")
     parser.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--max-non-text-fraction", type=float, default=MAX_NON_TEXT_FRACTION, metavar="F",
+                        help=f"refuse input whose decoded characters are more than F undecodable bytes or control characters (default: {MAX_NON_TEXT_FRACTION})")
     args = parser.parse_args(argv)
 
     meta = prepare(args.input, args.tokenizer, args.out, workers=args.workers, text_field=args.text_field,
-                   overwrite=args.overwrite, progress=sys.stderr.isatty())
+                   overwrite=args.overwrite, progress=sys.stderr.isatty(), max_non_text_fraction=args.max_non_text_fraction)
     seconds = max(meta["seconds"], 1e-9)
     undecodable = f", {meta['undecodable_lines']} lines with undecodable bytes replaced" if meta["undecodable_lines"] else ""
     print(f"prepared {args.out}: {meta['num_documents']} documents, {meta['num_tokens']} tokens, "

@@ -64,7 +64,11 @@ def _decoded_lines(path: Path, stats: MutableMapping | None) -> Iterator[tuple[i
                     _count(stats, "replaced_chars", line.count("\ufffd"))
                 if number == 1 and line.startswith("\ufeff"):  # byte-order mark
                     line = line[1:]
-                yield number, line.rstrip("\r\n")
+                line = line.rstrip("\r\n")
+                _count(stats, "chars", len(line))
+                if not line.isprintable():  # rare in text: only then count the control characters
+                    _count(stats, "control_chars", sum(1 for c in line if c < " " and c != "\t" or c == "\x7f"))
+                yield number, line
         except (OSError, EOFError) as e:  # e.g. a truncated or non-gzip .gz file
             raise UserError(f"cannot read input file {path}: {e}", "check that the file is a complete, valid archive")
 
@@ -122,7 +126,8 @@ def _json_documents(path: Path, text_field: str, stats) -> Iterator[str]:
 def iter_documents(path, text_field: str = "text", stats: MutableMapping | None = None) -> Iterator[str]:
     """Yield the non-empty documents of one input file (see the module docstring for formats).
 
-    `stats`, if given, is a dict that receives `undecodable_lines` and `replaced_chars` counts.
+    `stats`, if given, is a dict that receives `undecodable_lines`, `replaced_chars`, `chars` and
+    `control_chars` counts (plain text and JSON; a wiki dump is not counted)
     Raises UserError for a missing, empty or text-less file and for malformed JSON(L) lines.
     """
     path = Path(path)
