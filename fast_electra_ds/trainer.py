@@ -17,6 +17,7 @@ import torch.distributed as dist
 from . import checkpoint as ckpt
 from .config import RunConfig, save_config
 from .data.dataset import PackedDataset, RankBatches
+from .data.prefetch import Prefetcher
 from .data.tokenizer import load_tokenizer
 from .device import bind_device
 from .ds_config import resolve_ds_config
@@ -214,7 +215,7 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
         cfg = self.config.train
-        batches = RankBatches(self.dataset, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples)
+        batches = Prefetcher(RankBatches(self.dataset, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
         stop = StopSignal(signals_before_start)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         seq_len = self.config.data.seq_len
@@ -228,7 +229,7 @@ class Trainer:
             sums: dict[str, list[torch.Tensor]] = {}
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
-                batch = {k: v.to(self.device) for k, v in next(batches).items()}
+                batch = next(batches)  # on the device, read ahead in a background thread
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)

@@ -8,6 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from ..errors import UserError
+from .main import attend_without_unpadded_mask
 
 
 def masked_lm_head(model: PreTrainedModel) -> torch.nn.Module | None:
@@ -82,4 +83,5 @@ def load_frozen_aux(path: str, vocab_size: int, fingerprint: str, dtype_name: st
     if masked_lm_head(model) is None:
         raise UserError(f"auxiliary model {path} ({type(model).__name__}) has no masked-LM head this project knows", "use an Electra, BERT, RoBERTa or DistilBERT masked-LM")
     model.to(device).eval().requires_grad_(False)
+    attend_without_unpadded_mask(model)  # a batch without padding: no attention mask (SDPA's flash kernel)
     return FrozenAux(model)

@@ -51,6 +51,35 @@ def build_model(model_class: type[PreTrainedModel], config: ElectraConfig, ds_co
         if hf_ds_config is not None:
             # Otherwise every later from_pretrained (the frozen aux model, export) would be partitioned too.
             unset_hf_deepspeed_config()
+    return attend_without_unpadded_mask(model)
+
+
+# --- batches without padding ---------------------------------------------------------------------
+# Packed sequences have no padding, yet a mask passed to SDPA rules out its flash kernel. Transformers
+# drops an all-ones mask itself only by reading it (a device-to-host sync in every forward) and never
+# under torch.compile. So a batch known on the host to have no padding carries a stride-0 ones mask:
+# everything reads it as the ones it is, and models built here see it, without reading the device,
+# and give attention no mask.
+
+def unpadded_mask(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The attention mask of a batch without padding."""
+    return torch.ones((), dtype=dtype, device=device).expand(shape)
+
+
+def is_unpadded_mask(mask: torch.Tensor | None) -> bool:
+    return isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.stride() == (0, 0)
+
+
+def _drop_unpadded_mask(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    if is_unpadded_mask(kwargs.get("attention_mask")):
+        return args, {**kwargs, "attention_mask": None}
+    return None
+
+
+def attend_without_unpadded_mask(model: PreTrainedModel) -> PreTrainedModel:
+    """Give `model`'s encoder no attention mask for a batch without padding (every call of it, from
+    the task model or directly, passes attention_mask by keyword)."""
+    model.base_model.register_forward_pre_hook(_drop_unpadded_mask, with_kwargs=True)
     return model
 
 
