@@ -16,6 +16,10 @@ or a custom task file (.yaml/.json) naming its TSV files, columns, labels and me
   labels: [negative, positive]   # or: regression
   metric: accuracy          # or a list: accuracy, f1, mcc, pearson, spearman (first = main)
   header: true              # false: no header row, columns are 0-based numbers
+  test: test.tsv            # optional: predicted into OUT/<task>/seed_<s>/<name>.tsv
+
+Test files present under GLUE_DIR/<Task>/ (test.tsv; MNLI test_matched.tsv, test_mismatched.tsv) are
+predicted per seed into GLUE's submission files (OUT/<task>/seed_<s>/CoLA.tsv, SST-2.tsv, ..., MNLI-m.tsv).
 
 --set keys: {', '.join(Recipe.__dataclass_fields__)}
 """
@@ -38,13 +42,18 @@ def cli(argv: list[str]) -> int:
                         help="override recipe keys, e.g. --set lr=1e-4 epochs=3")
     parser.add_argument("--max-train-examples", type=int, help="use a fixed random subset of the training set")
     parser.add_argument("--max-dev-examples", type=int, help="use a fixed random subset of each dev set")
+    parser.add_argument("--save-model", choices=["none", "last", "best"], default="none",
+                        help="keep each seed's fine-tuned model in OUT/<task>/seed_<s>/model: the last, or the epoch "
+                             "with the best dev main metric (the reported scores stay the end of training's)")
+    parser.add_argument("--init", choices=["pretrained", "random"], default="pretrained",
+                        help="random: the model's architecture at random initialisation (the no-pre-training baseline)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     from .runner import run, run_tasks
 
     kwargs = dict(max_train_examples=args.max_train_examples, max_dev_examples=args.max_dev_examples,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, save=args.save_model, init=args.init)
     if len(args.tasks) == 1:
         summary = run(args.model, args.tasks[0], args.data, args.out, args.seeds, args.recipe, args.overrides, **kwargs)
         print(f"{summary['task']}: {summary['metric']} median {summary['main_median']:.4f} over seeds {summary['seeds']} "

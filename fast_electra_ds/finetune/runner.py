@@ -2,7 +2,9 @@
 
 Per task: every seed's dev metrics, their median (ELECTRA reports the median of 10 fine-tuning runs
 per task, Section 3.1 "Evaluation"), the spread, the majority-class baseline, the recipe and the
-wall time -> OUT/<task>/summary.json and summary.md. For several tasks, OUT/summary.json and
+wall time -> OUT/<task>/summary.json and summary.md. Per seed, as run_glue does: with `save_model`
+the fine-tuned model and its tokenizer -> OUT/<task>/seed_<s>/model, and when the task's test files
+are present its test-set predictions in GLUE's submission format -> OUT/<task>/seed_<s>/<Task>.tsv. For several tasks, OUT/summary.json and
 summary.md add the papers' "Average" column, two ways:
 
 - `average`: the mean over tasks of each task's main metric (ELECTRA Tables 1, 2, 8: Matthews corr.
@@ -14,6 +16,9 @@ summary.md add the papers' "Average" column, two ways:
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -23,10 +28,46 @@ import numpy as np
 from ..errors import UserError
 from . import trainer
 from .recipes import make_recipe, size_for_hidden
-from .tasks import Split, Task, get_task, load_task_data
+from .tasks import Split, Task, get_task, load_task_data, present_test_files, read_test_split
 
 SUBSET_SEED = 0  # --max-*-examples take a fixed random subset, the same for every seed and method
 DOUBLE_UNORDERED_TASKS = ("mrpc", "stsb")  # ELECTRA's code: pairs whose order means nothing
+SAVE_CHOICES = ("none", "last", "best")
+SAVED_MARKER = "fast_electra_finetune.json"  # in a saved model directory: only such a directory is ever replaced
+
+
+def save_model(model, tokenizer, target: Path, about: dict) -> None:
+    """The model and its tokenizer into `target`, written aside and renamed into place (never half a
+    model); an earlier save of this command is replaced, any other existing directory is refused."""
+    if target.exists() and not (target / SAVED_MARKER).is_file():
+        raise UserError(f"{target} exists and is not a model saved by fast-electra finetune", "move it away or choose another --out")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".model-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / SAVED_MARKER).write_text(json.dumps(about, indent=2) + "\n")
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=".model-old-", dir=target.parent))
+            os.replace(target, old / "model")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_submission(path: Path, ids: list[str], predictions, task: Task) -> None:
+    """GLUE's submission format: a header `index<TAB>prediction`, then each test row's id and its
+    label string (a score with 3 decimals for regression)."""
+    if task.is_regression:
+        values = [f"{float(p):.3f}" for p in predictions]
+    else:
+        values = [task.labels[int(p)] for p in predictions]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
+    os.replace(tmp, path)
 
 
 def subset(split: Split, limit: int | None) -> Split:
@@ -56,14 +97,20 @@ def glue_score(task: Task, values: dict[str, float]) -> float:
 
 def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrides=None, *,
         max_train_examples: int | None = None, max_dev_examples: int | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, save: str = "none", init: str = "pretrained") -> dict:
     """Fine-tune `model_dir` on `task` (a GLUE name with `data_dir` = GLUE_DIR, or a custom task file)
-    once per seed; write OUT/<task>/summary.json + summary.md and return the summary."""
+    once per seed; write OUT/<task>/summary.json + summary.md and return the summary. `save`: "last"
+    or "best" (epoch by dev main metric) keeps each seed's model; `init`: "random" fine-tunes the
+    same architecture from random weights (the no-pre-training baseline)."""
     started = time.perf_counter()
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"seeds {seeds} must be a non-empty list of distinct integers", "e.g. --seeds 1 2 3")
+    if save not in SAVE_CHOICES:
+        raise UserError(f"save {save!r} is not one of {', '.join(SAVE_CHOICES)}", "e.g. --save-model best")
+    if init not in trainer.INITS:
+        raise UserError(f"init {init!r} is not one of {', '.join(trainer.INITS)}", "e.g. --init random")
     config = trainer.model_config(model_dir)
     task_spec = get_task(str(task), data_dir)
     tokenizer = trainer.load_tokenizer(model_dir)
@@ -83,13 +130,29 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     train = trainer.encode(tokenizer, both_orders(train_split) if doubled else train_split, the_recipe.max_seq_len, segments)
     dev = {k: trainer.encode(tokenizer, v, the_recipe.max_seq_len, segments) for k, v in dev_splits.items()}
     baseline = trainer.majority_baseline(task_spec, train.labels, dev)
+    tests = {suffix: read_test_split(task_spec, name) for suffix, name in present_test_files(task_spec).items()}
+    test = {suffix: (ids, trainer.encode(tokenizer, split, the_recipe.max_seq_len, segments)) for suffix, (ids, split) in tests.items()}
 
     task_out = out_dir / task_spec.name
     task_out.mkdir(parents=True, exist_ok=True)
     per_seed, per_seed_stats = {}, {}
     for seed in seeds:
         seed_started = time.perf_counter()
-        results, stats = trainer.train_one_seed(model_dir, task_spec, train, dev, pad_id, the_recipe, seed, progress)
+        results, stats, model = trainer.train_one_seed(model_dir, task_spec, train, dev, pad_id, the_recipe, seed, progress,
+                                                       init=init, keep_best=save == "best")
+        seed_out = task_out / f"seed_{seed}"
+        if save != "none":
+            which = f"best (epoch {stats['best_epoch']})" if save == "best" else "last"
+            save_model(model, tokenizer, seed_out / "model", {"task": task_spec.name, "seed": seed, "saved": which,
+                                                               "base_model": str(model_dir), "init": init, "dev_metrics": stats.get("best_metrics", results)})
+            stats["saved_model"], stats["saved"] = str(seed_out / "model"), which
+        device, autocast = trainer.device_and_autocast()
+        for suffix, (ids, encoded) in test.items():
+            predictions = trainer.predict(model, encoded, pad_id, the_recipe.eval_batch_size, task_spec.is_regression, device, autocast)
+            seed_out.mkdir(parents=True, exist_ok=True)
+            write_submission(seed_out / task_spec.submission[suffix], ids, predictions, task_spec)
+            stats.setdefault("test_predictions", []).append(str(seed_out / task_spec.submission[suffix]))
+        del model
         stats["wall_time_s"] = round(time.perf_counter() - seed_started, 2)
         per_seed[str(seed)], per_seed_stats[str(seed)] = results, stats
         (task_out / f"seed_{seed}.json").write_text(json.dumps({"metrics": results, **stats}, indent=2) + "\n")
@@ -112,6 +175,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         "majority_baseline": baseline[task_spec.main_metric],
         "majority_baseline_metrics": baseline,
         "model": str(model_dir),
+        "init": init,
         "recipe": {"name": size_for_hidden(hidden) if recipe == "auto" else recipe, **the_recipe.to_dict()},
         "seeds": seeds,
         "train_examples": len(train_split),
@@ -132,7 +196,8 @@ def _pct(value: float) -> str:
 
 def task_markdown(summary: dict) -> str:
     names = list(summary["median"])
-    lines = [f"# {summary['task']}: fine-tuning {summary['model']}", "",
+    random = " (its architecture at random initialisation: no pre-training)" if summary.get("init") == "random" else ""
+    lines = [f"# {summary['task']}: fine-tuning {summary['model']}{random}", "",
              f"Main metric: **{summary['metric']}**, median over seeds {summary['seeds']}: "
              f"**{_pct(summary['main_median'])}** (majority-class baseline {_pct(summary['majority_baseline'])}). "
              f"Values in %. {summary['train_examples']} training examples, dev {summary['dev_examples']}, "
@@ -145,6 +210,12 @@ def task_markdown(summary: dict) -> str:
     lines.append("| majority | " + " | ".join(_pct(summary["majority_baseline_metrics"][n]) for n in names) + " |")
     recipe = ", ".join(f"{k}={v}" for k, v in summary["recipe"].items())
     lines += ["", f"Recipe: {recipe}.", ""]
+    for seed, stats in summary["per_seed_stats"].items():
+        if "saved_model" in stats:
+            lines.append(f"- seed {seed}: model ({stats['saved']}) in `{stats['saved_model']}`")
+        for path in stats.get("test_predictions", []):
+            lines.append(f"- seed {seed}: test-set predictions `{path}`")
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -5,8 +5,10 @@ tab-separated, no quoting (quote characters are literal text, as in transformers
 a header row naming the columns, except CoLA's train.tsv/dev.tsv, which have none and hold
 `source  label  original-annotation  sentence` by position. MNLI has two dev sets, dev_matched.tsv
 and dev_mismatched.tsv, and its label is the `gold_label` column (dev files carry five annotator
-labels before it). Only train and dev files are read: GLUE's test labels are hidden, and the papers
-(ELECTRA Table 2 and its successors) report dev-set scores.
+labels before it). The papers (ELECTRA Table 2 and its successors) report dev-set scores; GLUE's
+test labels are hidden, so test files (test.tsv; MNLI test_matched/test_mismatched.tsv; all with a
+header and an `index` or `id` column) are only predicted, into the leaderboard's submission files
+(CoLA.tsv, SST-2.tsv, ..., MNLI-m.tsv, MNLI-mm.tsv: `index<TAB>prediction`).
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ class Task:
     positive_label: str | None = None  # the class F1 is computed for
     # The GLUE leaderboard's per-task score averages these metrics (MRPC, QQP, STS-B, MNLI m/mm).
     glue_score_metrics: tuple[str, ...] = field(default=())
+    # Unlabelled test files (suffix -> file), predicted when present, and each one's submission file name.
+    test: dict[str, str] = field(default_factory=dict)
+    submission: dict[str, str] = field(default_factory=dict)
+    test_text_a: str | int | None = None  # when the test files name the first text differently (CoLA)
 
     @property
     def is_regression(self) -> bool:
@@ -54,10 +60,13 @@ class Task:
 
 
 def _glue(name, glue_dir, text_a, label, labels, metrics, main, text_b=None, header=True, dev=None,
-          positive=None, score=None) -> Task:
+          positive=None, score=None, test=None, test_text_a=None) -> Task:
+    test = test or {"": "test.tsv"}
+    submission = {suffix: f"{glue_dir}-{suffix}.tsv" if suffix else f"{glue_dir}.tsv" for suffix in test}
     return Task(name=name, directory=None, glue_dir=glue_dir, train="train.tsv", dev=dev or {"": "dev.tsv"},
                 text_a=text_a, text_b=text_b, label=label, labels=labels, metrics=metrics, main_metric=main,
-                header=header, positive_label=positive, glue_score_metrics=score or (main,))
+                header=header, positive_label=positive, glue_score_metrics=score or (main,),
+                test=test, submission=submission, test_text_a=test_text_a)
 
 
 NLI3 = ("contradiction", "entailment", "neutral")
@@ -70,7 +79,7 @@ BINARY = ("0", "1")
 # Pearson and Spearman and MNLI by the mean of matched and mismatched accuracy: `glue_score_metrics`.
 GLUE_TASKS: dict[str, Task] = {
     "cola": _glue("cola", "CoLA", text_a=3, label=1, labels=BINARY, header=False,
-                  metrics=("mcc",), main="mcc"),
+                  metrics=("mcc",), main="mcc", test_text_a="sentence"),
     "sst2": _glue("sst2", "SST-2", text_a="sentence", label="label", labels=BINARY,
                   metrics=("accuracy",), main="accuracy"),
     "mrpc": _glue("mrpc", "MRPC", text_a="#1 String", text_b="#2 String", label="Quality", labels=BINARY,
@@ -81,7 +90,7 @@ GLUE_TASKS: dict[str, Task] = {
                  metrics=("accuracy", "f1"), main="accuracy", positive="1", score=("f1", "accuracy")),
     "mnli": _glue("mnli", "MNLI", text_a="sentence1", text_b="sentence2", label="gold_label", labels=NLI3,
                   metrics=("accuracy",), main="accuracy_m", dev={"m": "dev_matched.tsv", "mm": "dev_mismatched.tsv"},
-                  score=("accuracy_m", "accuracy_mm")),
+                  score=("accuracy_m", "accuracy_mm"), test={"m": "test_matched.tsv", "mm": "test_mismatched.tsv"}),
     "qnli": _glue("qnli", "QNLI", text_a="question", text_b="sentence", label="label", labels=NLI2,
                   metrics=("accuracy",), main="accuracy"),
     "rte": _glue("rte", "RTE", text_a="sentence1", text_b="sentence2", label="label", labels=NLI2,
@@ -141,7 +150,7 @@ def get_task(name: str, data_dir: str | Path | None = None) -> Task:
     return replace(task, directory=directory)
 
 
-TASK_FILE_KEYS = {"name", "train", "dev", "text_a", "text_b", "label", "labels", "metric", "header"}
+TASK_FILE_KEYS = {"name", "train", "dev", "test", "text_a", "text_b", "label", "labels", "metric", "header"}
 
 
 def load_task_file(path: str | Path) -> Task:
@@ -151,6 +160,7 @@ def load_task_file(path: str | Path) -> Task:
     name: reviews
     train: train.tsv            # TSV with a header row (header: false -> columns by 0-based position)
     dev: dev.tsv                # or a mapping {suffix: file} for several dev sets
+    test: test.tsv              # optional, unlabelled (or its labels ignored): predicted into <name>.tsv
     text_a: sentence            # column of the (first) sentence
     text_b: null                # column of the second sentence of a pair, if any
     label: label
@@ -202,12 +212,16 @@ def load_task_file(path: str | Path) -> Task:
                             f"e.g. {key}: 0")
     first_dev = next(iter(dev))
     main = f"{metrics[0]}_{first_dev}" if first_dev else metrics[0]
+    name = str(spec.get("name") or path.stem)
+    test = {} if spec.get("test") in (None, "") else spec["test"] if isinstance(spec["test"], dict) else {"": spec["test"]}
     return Task(
-        name=str(spec.get("name") or path.stem), directory=path.parent, train=str(spec["train"]),
+        name=name, directory=path.parent, train=str(spec["train"]),
         dev={str(k): str(v) for k, v in dev.items()}, text_a=spec["text_a"], text_b=spec.get("text_b"),
         label=spec["label"], labels=None if labels is None else tuple(str(x) for x in labels),
         metrics=tuple(metrics), main_metric=main, header=header,
         positive_label=None if labels is None else str(labels[-1]), glue_score_metrics=(main,),
+        test={str(k): str(v) for k, v in test.items()},
+        submission={str(k): f"{name}-{k}.tsv" if k else f"{name}.tsv" for k in test},
     )
 
 
@@ -260,6 +274,42 @@ def read_split(task: Task, file_name: str) -> Split:
             raise UserError(f"{path} is empty", f"write the examples in {_layout_hint(task)}")
         raise UserError(f"{path} has a header but no examples", "add example rows below the header")
     return Split(path=path, text_a=text_a, text_b=text_b, labels=labels)
+
+
+def read_test_split(task: Task, file_name: str) -> tuple[list[str], Split]:
+    """An unlabelled test file: each row's id (its `index` or `id` column, else its number from 0)
+    and its texts; the labels are placeholders (0), as GLUE's test labels are hidden."""
+    assert task.directory is not None, "resolve the task with get_task first"
+    path = task.directory / file_name
+    text_a_column = task.text_a if task.test_text_a is None else task.test_text_a
+    names = [c for c in (text_a_column, task.text_b) if c is not None]
+    ids, text_a, text_b = [], [], [] if task.text_b is not None else None
+    header = task.header or task.test_text_a is not None
+    columns: dict | None = None if header else {name: name for name in names}
+    id_column = None
+    for number, fields in _rows(path):
+        if columns is None:
+            columns = {name: _column_index(path, fields, name, task) for name in names}
+            stripped = [f.strip() for f in fields]
+            id_column = next((stripped.index(n) for n in ("index", "id") if n in stripped), None)
+            continue
+        if len(fields) <= max(columns.values()):
+            raise UserError(f"{path}:{number}: {len(fields)} columns, expected at least {max(columns.values()) + 1}",
+                            f"fix the row (tab-separated, {_layout_hint(task)})")
+        ids.append(fields[id_column].strip() if id_column is not None else str(len(ids)))
+        text_a.append(fields[columns[text_a_column]])
+        if text_b is not None:
+            text_b.append(fields[columns[task.text_b]])
+    if not ids:
+        raise UserError(f"{path} holds no examples", "write the test examples below a header row, or remove the file")
+    placeholder = 0.0 if task.is_regression else 0
+    return ids, Split(path=path, text_a=text_a, text_b=text_b, labels=[placeholder] * len(ids))
+
+
+def present_test_files(task: Task) -> dict[str, str]:
+    """The task's test files that exist (suffix -> file name)."""
+    assert task.directory is not None, "resolve the task with get_task first"
+    return {suffix: name for suffix, name in task.test.items() if (task.directory / name).is_file()}
 
 
 def _rows(path: Path):

@@ -74,11 +74,20 @@ def model_config(model_dir: Path):
         raise UserError(f"cannot read {model_dir}/config.json: {str(e).splitlines()[0]}", "pass a valid Hugging Face model directory") from None
 
 
-def load_classifier(model_dir: Path, num_labels: int):
+INITS = ("pretrained", "random")
+
+
+def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained"):
     """AutoModelForSequenceClassification on the saved encoder; the task head is new (seeded by the
-    caller). For an ElectraForPreTraining/ElectraForMaskedLM export the pre-training head is dropped."""
+    caller). For an ElectraForPreTraining/ElectraForMaskedLM export the pre-training head is dropped.
+    init="random": the same architecture at random initialisation (the no-pre-training baseline)."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
+
+    if init == "random":
+        config = model_config(model_dir)
+        config.num_labels = num_labels
+        return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # "some weights were newly initialized": expected, the task head
@@ -218,14 +227,18 @@ def evaluate(model, task: Task, dev: dict[str, Encoded], pad_id: int, recipe: Re
 
 
 def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, Encoded], pad_id: int,
-                   recipe: Recipe, seed: int, progress: bool = True) -> tuple[dict[str, float], dict]:
+                   recipe: Recipe, seed: int, progress: bool = True, init: str = "pretrained",
+                   keep_best: bool = False) -> tuple[dict[str, float], dict, torch.nn.Module]:
     """Fine-tune a fresh copy of the model with `seed` (head initialisation, dropout, data order) and
-    evaluate on every dev split at the end of training, as ELECTRA does. Returns (metrics, stats)."""
+    evaluate on every dev split at the end of training, as ELECTRA does. Returns (metrics, stats,
+    model). With `keep_best`, the dev sets are also evaluated after every epoch and the returned
+    model holds the weights of the epoch with the best main metric (the reported metrics stay those
+    of the end of training, the papers' protocol; stats name the best epoch and its metrics)."""
     from tqdm.auto import tqdm
 
     device, autocast = device_and_autocast()
     seed_everything(seed)
-    model = load_classifier(model_dir, task.num_labels).to(device)
+    model = load_classifier(model_dir, task.num_labels, init).to(device)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0))
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe, num_layers), lr=recipe.lr,
                                   betas=(0.9, 0.999), eps=recipe.adam_eps)
@@ -234,6 +247,13 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear_decay(total_steps, recipe.warmup_fraction))
     generator = torch.Generator().manual_seed(seed)  # data order: a function of the seed alone
     labels = torch.from_numpy(train.labels)
+
+    best: dict = {}
+
+    def consider(epoch: float, results: dict[str, float]) -> None:
+        if not best or results[task.main_metric] > best["metrics"][task.main_metric]:
+            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best.update(epoch=epoch, metrics=results, state=state)
 
     model.train()
     losses = []
@@ -262,10 +282,17 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
+            if keep_best and step % steps_per_epoch == 0 and step < total_steps:
+                consider(step / steps_per_epoch, evaluate(model, task, dev, pad_id, recipe, device, autocast))
+                model.train()
     bar.close()
     results = evaluate(model, task, dev, pad_id, recipe, device, autocast)
     stats = {"steps": total_steps, "final_train_loss": float(np.mean(losses[-max(1, steps_per_epoch // 10):]))}
-    return results, stats
+    if keep_best:
+        consider(round(total_steps / steps_per_epoch, 3), results)
+        model.load_state_dict(best["state"])
+        stats.update(best_epoch=best["epoch"], best_metrics=best["metrics"])
+    return results, stats, model
 
 
 def majority_baseline(task: Task, train_labels: np.ndarray, dev: dict[str, Encoded]) -> dict[str, float]:

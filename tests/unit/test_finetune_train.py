@@ -142,3 +142,65 @@ def test_pairs_get_segment_ids_when_the_model_has_them(sentiment):
     second = ids.index(tokenizer.sep_token_id) + 1  # [CLS] a [SEP] | b [SEP]
     assert types == [0] * second + [1] * (len(ids) - second) and ids[0] == tokenizer.cls_token_id
     assert encode(tokenizer, split, 64, segment_ids=False).token_type_ids is None
+
+
+def test_saves_the_best_model_and_writes_glue_submission_predictions(sentiment, tmp_path):
+    """--save-model best keeps the best epoch's model per task and seed (loadable, with its tokenizer);
+    a test.tsv in GLUE's layout is predicted into SST-2.tsv (index<TAB>prediction) by that model."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from fast_electra_ds.finetune.trainer import encode, load_tokenizer, predict
+    from fast_electra_ds.finetune.tasks import Split
+
+    glue, model_dir = sentiment
+    shutil.copytree(glue / "SST-2", tmp_path / "glue" / "SST-2")
+    dev_rows = [line.split("\t") for line in (glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:31]]
+    (tmp_path / "glue" / "SST-2" / "test.tsv").write_text("index\tsentence\n" + "".join(f"{100 + i}\t{row[0]}\n" for i, row in enumerate(dev_rows)))
+    summary = run(model_dir, "sst2", tmp_path / "glue", tmp_path / "out", [3], "auto", ["epochs=3", "lr=2e-3", "max_seq_len=64"],
+                  max_train_examples=300, max_dev_examples=200, progress=False, save="best")
+    stats = summary["per_seed_stats"]["3"]
+    saved = tmp_path / "out" / "sst2" / "seed_3" / "model"
+    assert stats["saved_model"] == str(saved) and stats["best_epoch"] in (1, 2, 3)
+    assert stats["best_metrics"]["accuracy"] >= summary["per_seed"]["3"]["accuracy"]  # the end of training is a candidate
+    assert stats["saved"] == f"best (epoch {stats['best_epoch']})"
+
+    lines = (tmp_path / "out" / "sst2" / "seed_3" / "SST-2.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 31
+    ids, labels = zip(*(line.split("\t") for line in lines[1:]))
+    assert list(ids) == [str(100 + i) for i in range(30)] and set(labels) <= {"0", "1"}
+
+    model = AutoModelForSequenceClassification.from_pretrained(saved)  # the saved model gives the same predictions
+    tokenizer = load_tokenizer(saved)
+    encoded = encode(tokenizer, Split(path=saved, text_a=[row[0] for row in dev_rows], text_b=None, labels=[0] * 30), 64)
+    again = predict(model, encoded, tokenizer.pad_token_id, 16, False, torch.device("cpu"), None)
+    assert [str(p) for p in again] == list(labels)
+    assert "test-set predictions" in (tmp_path / "out" / "sst2" / "summary.md").read_text()
+
+    (tmp_path / "foreign" / "sst2" / "seed_3" / "model").mkdir(parents=True)  # not ours: never replaced
+    with pytest.raises(UserError, match="is not a model saved by fast-electra finetune"):
+        run(model_dir, "sst2", tmp_path / "glue", tmp_path / "foreign", [3], "auto", ["epochs=1"], max_train_examples=32,
+            max_dev_examples=32, progress=False, save="last")
+
+
+def test_random_init_is_the_same_architecture_without_the_weights(sentiment, tmp_path):
+    import torch
+
+    from fast_electra_ds.finetune.trainer import load_classifier
+
+    _, model_dir = sentiment
+    torch.manual_seed(0)
+    pretrained, random = load_classifier(model_dir, 2), load_classifier(model_dir, 2, init="random")
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    assert shapes(pretrained) == shapes(random)
+    name = "electra.embeddings.word_embeddings.weight"
+    assert not torch.equal(pretrained.state_dict()[name], random.state_dict()[name])
+    glue, _ = sentiment
+    result = run_cli(["finetune", "--model", str(model_dir), "--task", "sst2", "--data", str(glue), "--out", str(tmp_path / "r"),
+                      "--seeds", "1", "--init", "random", "--max-train-examples", "64", "--max-dev-examples", "64", "--no-progress",
+                      "--set", "epochs=1"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "r" / "sst2" / "summary.json").read_text())["init"] == "random"
+    assert "random initialisation" in (tmp_path / "r" / "sst2" / "summary.md").read_text()
