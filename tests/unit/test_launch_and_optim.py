@@ -132,3 +132,18 @@ def test_batch_sizes_from_the_command_line():
         batches(["optim.global_batch=64", "optim.micro_batch=16", "optim.grad_accum=1"])
     with pytest.raises(UserError, match="inconsistent batch sizes"):
         batches(["optim.global_batch=20"])  # not a multiple of micro 8 x world 2
+
+
+def test_a_taken_rendezvous_port_is_one_line_naming_a_free_one(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = dict(cpu_env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        result = subprocess.run([sys.executable, "-m", "fast_electra_ds.train", "--ds_config", "zero3", "--config", "tiny", f"train.out_dir={tmp_path}"],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: the rendezvous port {port} (MASTER_PORT) is already in use") and "--master_port" in line
