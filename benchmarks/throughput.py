@@ -37,7 +37,7 @@ from tqdm import tqdm
 from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.config import RunConfig
 from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
-from fast_electra_ds.trainer import accumulate
+from fast_electra_ds.metrics.tracker import TrainingMetrics
 
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
@@ -91,9 +91,9 @@ def train_step(method, module, optimizer, batch: dict[str, torch.Tensor], ctx: S
         method.before_optimizer_step(optimizer.param_groups)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    sums: dict[str, list[torch.Tensor]] = {}
-    accumulate(sums, {**metrics, **outside_metrics})
-    method.end_step(ctx, {k: (n / d).item() if d > 0 else float("nan") for k, (n, d) in sums.items()})
+    tracker = TrainingMetrics(torch.device("cpu"), per_step=method.reads_step_metrics, unigram_entropy=None)
+    tracker.add({**metrics, **outside_metrics})
+    method.end_step(ctx, tracker.step_values())
 
 
 def run(methods: list[str] | None = None, preset: str = "small", seq_len: int = 128, micro_batch: int = 8,

@@ -165,6 +165,9 @@ class DataConfig:
     path: str = ""  # a directory written by `fast-electra prepare`
     tokenizer: str = ""  # the tokenizer directory the shards were made with
     seq_len: int = 128
+    # Held-out packed sequences for validation (taken out of training): at most 5% of the data set,
+    # spread over it in 8 blocks; 0 turns validation off. See data/dataset.py validation_split.
+    val_sequences: int = 256
 
 
 @dataclass
@@ -175,6 +178,8 @@ class TrainConfig:
     log_every: int = 1
     save_every: int = 0  # 0: only at the end
     keep_last: int = 2
+    eval_every: int = 0  # validation every N steps (metrics val_*); always at the last step; 0: only there
+    progress: str = "auto"  # console: "bar" (tqdm), "lines" (one line per log step), "auto" (bar on a terminal)
     stop_after: int = 0  # stop (with a checkpoint) after this many steps this session; 0: run to `steps`
     export: bool = True  # write <out_dir>/hf at the end
     fused_adam: str = "auto"  # auto: DeepSpeed's fused Adam on CUDA, torch's Adam on CPU; or "true"/"false"

@@ -13,10 +13,16 @@ def ratio(numerator: torch.Tensor, denominator: torch.Tensor | int) -> tuple[tor
 
 
 def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: torch.Tensor,
-             positions: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
+             positions: torch.Tensor | None = None, input_ids: torch.Tensor | None = None,
+             vocab_size: int | None = None) -> tuple[torch.Tensor, Metrics]:
     """Binary cross-entropy of replaced-token detection, averaged over every real (non-padding)
-    token, or only over `positions` when given (the "ELECTRA 15%" ablation)."""
+    token, or only over `positions` when given (the "ELECTRA 15%" ablation). The metrics include the
+    learning statistics of metrics/learning.py; with the observed `input_ids` (and the vocabulary
+    size) also the per-token counts behind the context gain."""
+    from .metrics.learning import rtd_statistics
+
     counted = attention_mask.bool() if positions is None else positions & attention_mask.bool()
+    statistics = rtd_statistics(logits, is_replaced, counted, input_ids, vocab_size)
     logits = logits.float()[counted]
     target = is_replaced[counted].float()
     loss = F.binary_cross_entropy_with_logits(logits, target)
@@ -28,6 +34,7 @@ def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: to
         "rtd_acc_replaced": ratio((correct & replaced).sum(), replaced.sum()),
         "rtd_acc_original": ratio((correct & ~replaced).sum(), (~replaced).sum()),
         "replaced_frac": ratio(replaced.sum(), replaced.numel()),
+        **statistics,
     }
     return loss, metrics
 

@@ -16,15 +16,17 @@ import torch.distributed as dist
 
 from . import checkpoint as ckpt
 from .config import RunConfig, save_config
-from .data.dataset import PackedDataset, RankBatches
+from .data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
 from .data.prefetch import Prefetcher
 from .data.tokenizer import load_tokenizer
 from .device import bind_device
 from .ds_config import resolve_ds_config
 from .errors import UserError
+from .metrics.logger import RunLogger, place_monitor_outputs
+from .metrics.tracker import TrainingMetrics
+from .metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
 from .models.main import is_partitioned, local_and_total_numel
-from .objectives import Metrics
 from .replace import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
@@ -43,26 +45,6 @@ def peak_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # peak RSS of this rank (Linux: KiB)
-
-
-def reduce_metrics(sums: dict[str, list[torch.Tensor]], device: torch.device) -> dict[str, float]:
-    """Sum numerators and denominators over micro-batches and ranks, then divide."""
-    names = sorted(sums)
-    if not names:
-        return {}
-    packed = torch.stack([torch.stack([sums[n][0], sums[n][1]]) for n in names]).to(device)
-    dist.all_reduce(packed)
-    return {n: (packed[i, 0] / packed[i, 1]).item() if packed[i, 1] > 0 else float("nan") for i, n in enumerate(names)}
-
-
-def accumulate(sums: dict[str, list[torch.Tensor]], metrics: Metrics) -> None:
-    for name, (numerator, denominator) in metrics.items():
-        numerator, denominator = numerator.detach().float().cpu(), denominator.detach().float().cpu()
-        if name in sums:
-            sums[name][0] += numerator
-            sums[name][1] += denominator
-        else:
-            sums[name] = [numerator.clone(), denominator.clone()]
 
 
 def optimizer_numel(optimizer) -> int:
@@ -124,7 +106,9 @@ class Trainer:
                                 sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint)
         if config.method not in METHODS:
             raise UserError(f"unknown method {config.method!r}", f"use one of {', '.join(sorted(METHODS))}")
-        self.ds_config = resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda")
+        self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
+        train_indices, val_indices = validation_split(len(self.dataset), config.data.val_sequences)
+        self.train_data = SampleSubset(self.dataset, train_indices)
 
         checkpoint = None
         if resume:
@@ -144,19 +128,25 @@ class Trainer:
             self.engine.compile()
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
+        self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.dataset.unigram_entropy())
+        self.validator = Validator(self.dataset, val_indices, self.micro_batch, self.rank, self.world_size, config.train.seed,
+                                   self.device, step_generator)
 
         self.state = TrainerState()
         if checkpoint is not None:
             saved = ckpt.load_checkpoint(self.engine, checkpoint)
             self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
             self.method.load_state_dict(self.state.method_state or {})
+            self.metrics.load_state_dict(saved.get("metrics_state"))
             self.log(f"resumed from {checkpoint} at step {self.state.step}")
         self.write_run_files()
         self.write_placement()
 
     # --- bookkeeping ------------------------------------------------------------------------------
     def log(self, text: str) -> None:
-        if self.rank == 0:
+        if getattr(self, "logger", None) is not None:
+            self.logger.print(text)
+        elif self.rank == 0:
             print(f"[fast-electra] {text}", flush=True)
 
     def write_run_files(self) -> None:
@@ -207,7 +197,8 @@ class Trainer:
 
     def save(self) -> Path:
         state = {"step": self.state.step, "consumed_samples": self.state.consumed_samples,
-                 "method": self.config.method, "method_state": self.method.state_dict()}
+                 "method": self.config.method, "method_state": self.method.state_dict(),
+                 "metrics_state": self.metrics.state_dict()}
         path = ckpt.save_checkpoint(self.engine, self.run_dir, self.state.step, state, self.config.train.keep_last)
         self.log(f"saved checkpoint {path}")
         return path
@@ -215,18 +206,18 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
         cfg = self.config.train
-        batches = Prefetcher(RankBatches(self.dataset, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
+        batches = Prefetcher(RankBatches(self.train_data, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
         stop = StopSignal(signals_before_start)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
-        seq_len = self.config.data.seq_len
-        flops_per_step = self.method.flops_per_sequence(seq_len) * self.micro_batch * self.accumulation * self.world_size
-        metrics_file = self.run_dir / "metrics.jsonl"
+        logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)
+        self.logger = logger
         stopped_by_signal = False
+        window_started, window_steps = time.perf_counter(), 0
         self.engine.train()
-        self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x {seq_len} tokens on {self.world_size} ranks ({self.device.type})")
+        self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x "
+                 f"{self.config.data.seq_len} tokens on {self.world_size} ranks ({self.device.type}); "
+                 f"{len(self.train_data)} training and {self.validator.sequences} validation sequences")
         while self.state.step < last_step:
-            started = time.perf_counter()
-            sums: dict[str, list[torch.Tensor]] = {}
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
                 batch = next(batches)  # on the device, read ahead in a background thread
@@ -236,33 +227,48 @@ class Trainer:
                 self.engine.backward(loss)
                 self.method.before_optimizer_step(self.engine.optimizer.param_groups)
                 self.engine.step()
-                accumulate(sums, {**metrics, **outside_metrics})
+                self.metrics.add({**metrics, **outside_metrics})
             self.state.step += 1
             self.state.consumed_samples = batches.consumed_samples
-            elapsed = time.perf_counter() - started
-            reduced = reduce_metrics(sums, self.device)  # the same values on every rank
-            end_applied_step(self.engine, self.method, ctx, reduced)
-            if self.state.step % cfg.log_every == 0 or self.state.step == last_step:
-                record = {"step": self.state.step, **reduced}
-                record.update(self.method.logged_values(ctx))
-                tokens = self.micro_batch * self.accumulation * self.world_size * seq_len
-                record.update(lr=self.engine.get_lr()[0], step_time_s=elapsed, tokens_per_s=tokens / elapsed,
-                              tflops_per_s=flops_per_step / elapsed / 1e12, peak_memory_gb=self.peak_memory() / 2**30)
-                if self.rank == 0:
-                    with metrics_file.open("a") as out:
-                        out.write(json.dumps(record) + "\n")
-                    self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-            if cfg.save_every and self.state.step % cfg.save_every == 0 and self.state.step < last_step:
-                self.save()
-            if stop.agreed(self.device):
+            window_steps += 1
+            end_applied_step(self.engine, self.method, ctx, self.metrics.step_values())
+            logger.advance(self.state.step)
+            stopping = stop.agreed(self.device)
+            saving = stopping or self.state.step == last_step or (cfg.save_every and self.state.step % cfg.save_every == 0)
+            evaluating = bool(self.validator) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
+            # A log window also ends at every checkpoint, so a resumed run logs the same windows.
+            if self.state.step % cfg.log_every == 0 or saving or evaluating:
+                record = self.window_record(ctx, (time.perf_counter() - window_started) / window_steps)
+                logger.record(self.state.step, {**record, **(self.validate() if evaluating else {})})
+                window_started, window_steps = time.perf_counter(), 0
+            if stopping:
                 stopped_by_signal = True
                 self.log(f"stop signal received: checkpointing at step {self.state.step} and exiting")
                 break
+            if saving and self.state.step < last_step:
+                self.save()
         final_checkpoint = self.save()
+        logger.close()
         finished = self.state.step >= cfg.steps
         if finished:
             self.save_probe(final_checkpoint)
         return {"step": self.state.step, "finished": finished, "stopped_by_signal": stopped_by_signal, "checkpoint": str(final_checkpoint)}
+
+    def window_record(self, ctx: StepContext, step_time: float) -> dict[str, Any]:
+        """The log window's metric averages (one all-reduce), the method's own values and speed."""
+        record = self.metrics.window_values()
+        record.update(self.method.logged_values(ctx))
+        sequences = self.micro_batch * self.accumulation * self.world_size
+        flops = self.method.flops_per_sequence(self.config.data.seq_len) * sequences
+        record.update(lr=self.engine.get_lr()[0], step_time_s=step_time, tokens_per_s=sequences * self.config.data.seq_len / step_time,
+                      tflops_per_s=flops / step_time / 1e12, peak_memory_gb=self.peak_memory() / 2**30)
+        return record
+
+    def validate(self) -> dict[str, float]:
+        cfg = self.config.train
+        progress = self.state.step / cfg.steps
+        return self.validator.evaluate(self.engine, self.method, lambda generator: StepContext(self.state.step, progress, generator),
+                                       self.metrics.detector, self.metrics.unigram_entropy)
 
     def peak_memory(self) -> int:
         peak = torch.tensor([float(peak_memory_bytes(self.device))], device=self.device)

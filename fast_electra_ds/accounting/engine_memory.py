@@ -33,9 +33,11 @@ SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
 def ds_config_for(setting, base: str | Path = ROOT / "ds_configs" / "zero3.json") -> dict[str, Any]:
-    """ds_configs/zero3.json with the setting's micro-batch, ZeRO stage and precision; no scheduler."""
+    """ds_configs/zero3.json with the setting's micro-batch, ZeRO stage and precision; no scheduler and
+    no monitors (a measurement writes no TensorBoard events)."""
     ds = json.loads(Path(base).read_text())
-    ds.pop("scheduler", None)
+    for section in ("scheduler", "tensorboard", "wandb", "csv_monitor", "comet"):
+        ds.pop(section, None)
     ds.update(train_micro_batch_size_per_gpu=setting.micro_batch, gradient_accumulation_steps=1)
     ds["zero_optimization"] = {**ds.get("zero_optimization", {}), "stage": setting.zero_stage}
     ds.pop("bf16", None), ds.pop("fp16", None)

@@ -162,6 +162,57 @@ class PackedDataset(torch.utils.data.Dataset):
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
 
 
+    def unigram_entropy(self) -> float:
+        """Entropy (nats) of the corpus's token frequencies: the loss of a masked-LM that predicts
+        frequencies and ignores context. `prepare` records it in meta.json; counted here otherwise."""
+        if "unigram_entropy" in self.meta:
+            return float(self.meta["unigram_entropy"])
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for entry, shard in zip(self.meta["shards"], self.shards):
+            tokens = np.memmap(self.data_dir / (entry["name"] + ".bin"), dtype=shard.index.dtype, mode="r")
+            for start in range(0, len(tokens), 1 << 24):  # bounded memory for large shards
+                counts += np.bincount(tokens[start:start + (1 << 24)], minlength=self.vocab_size)[:self.vocab_size]
+        return entropy_of_counts(counts)
+
+
+def entropy_of_counts(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def validation_split(num_samples: int, val_sequences: int, blocks: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(training indices, validation indices) of the packed samples. Validation takes at most 5% of
+    them, as the last samples of `blocks` equal regions: spread over the corpus (its sources are
+    concatenated in order), yet contiguous, so training sees the neighbouring text of only 2 x blocks
+    held-out edges. Deterministic: the same split for every seed and rank."""
+    count = min(int(val_sequences), num_samples // 20)
+    if count <= 0:
+        return np.arange(num_samples), np.zeros(0, dtype=np.int64)
+    blocks = max(1, min(blocks, count))
+    held = []
+    for b in range(blocks):
+        end = (b + 1) * num_samples // blocks
+        take = count // blocks + (1 if b < count % blocks else 0)
+        held.append(np.arange(end - take, end))
+    val = np.concatenate(held)
+    keep = np.ones(num_samples, dtype=bool)
+    keep[val] = False
+    return np.nonzero(keep)[0], val
+
+
+class SampleSubset(torch.utils.data.Dataset):
+    """The samples of `dataset` at `indices`, renumbered 0..len-1 (the training part of a split)."""
+
+    def __init__(self, dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, np.asarray(indices, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.dataset[int(self.indices[index])]
+
+
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(num_samples, generator=generator)

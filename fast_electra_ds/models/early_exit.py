@@ -133,7 +133,7 @@ class AdaptiveExitElectra(torch.nn.Module):
         corrupted = input_ids.clone()
         corrupted[selected] = sampled
         logits = self.main(input_ids=corrupted, attention_mask=attention_mask).logits
-        rtd, rtd_metrics = rtd_loss(logits, corrupted != input_ids, attention_mask)
+        rtd, rtd_metrics = rtd_loss(logits, corrupted != input_ids, attention_mask, input_ids=corrupted, vocab_size=self.main.config.vocab_size)
         for i, layer in enumerate(self.exits):  # the discriminator's accuracy on samples from each exit
             if i == exit_index:
                 metrics[f"rtd_acc_exit{layer}"] = rtd_metrics["rtd_acc"]
@@ -198,7 +198,8 @@ class EarlyExitDiscriminator(torch.nn.Module):
         metrics: Metrics = {}
         section_losses = []
         for s, (layer, hidden) in enumerate(zip(stops, run_layers(electra, corrupted, attention_mask, stops))):
-            loss_s, metrics_s = rtd_loss(self.section_head(s)(hidden), is_replaced, attention_mask)
+            loss_s, metrics_s = rtd_loss(self.section_head(s)(hidden), is_replaced, attention_mask, input_ids=corrupted,
+                                         vocab_size=self.main.config.vocab_size)
             section_losses.append(loss_s)
             metrics[f"rtd_acc_section{layer}"] = metrics_s["rtd_acc"]
         for layer in self.sections[active_sections:]:

@@ -143,7 +143,7 @@ class EmbeddingGeneratorRTD(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_replaced: torch.Tensor,
                 original_ids: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
         logits = self.discriminator(input_ids=input_ids, attention_mask=attention_mask).logits
-        loss, metrics = rtd_loss(logits, is_replaced, attention_mask)
+        loss, metrics = rtd_loss(logits, is_replaced, attention_mask, input_ids=input_ids, vocab_size=self.discriminator.config.vocab_size)
         if self.pull_weight > 0:
             pull_sum, pairs = embedding_pull_loss(self.word_embeddings, original_ids[is_replaced], input_ids[is_replaced])
             loss = loss + self.pull_weight * pull_sum / pairs.clamp(min=1)

@@ -24,10 +24,11 @@ class ReplacedTokenDetection(torch.nn.Module):
             from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
 
             loss, metrics = rtd_with_corrective_lm(self.discriminator, self.corrective_lm, input_ids, original_ids, attention_mask,
-                                                   lambda logits: rtd_loss(logits, is_replaced, attention_mask))
+                                                   lambda logits: rtd_loss(logits, is_replaced, attention_mask, input_ids=input_ids,
+                                                                          vocab_size=self.discriminator.config.vocab_size))
             return loss, {"loss": ratio(loss, 1), **metrics}
         logits = self.discriminator(input_ids=input_ids, attention_mask=attention_mask).logits
-        loss, metrics = rtd_loss(logits, is_replaced, attention_mask)
+        loss, metrics = rtd_loss(logits, is_replaced, attention_mask, input_ids=input_ids, vocab_size=self.discriminator.config.vocab_size)
         return loss, {"loss": metrics["rtd_loss"], **metrics}
 
 
@@ -130,9 +131,11 @@ class JointElectra(JointGenerator):
             from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
 
             return rtd_with_corrective_lm(self.main, self.corrective_lm, corrupted, original, attention_mask,
-                                          lambda logits: rtd_loss(logits, corrupted != original, attention_mask, positions=positions))
+                                          lambda logits: rtd_loss(logits, corrupted != original, attention_mask, positions=positions,
+                                                                  input_ids=corrupted, vocab_size=self.main.config.vocab_size))
         logits = self.main(input_ids=corrupted, attention_mask=attention_mask).logits
-        return rtd_loss(logits, corrupted != original, attention_mask, positions=positions)
+        return rtd_loss(logits, corrupted != original, attention_mask, positions=positions, input_ids=corrupted,
+                        vocab_size=self.main.config.vocab_size)
 
 
 class JointReplaceMLM(JointGenerator):

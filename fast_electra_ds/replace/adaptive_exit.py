@@ -49,7 +49,7 @@ from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_f
 from ..errors import UserError
 from ..models.early_exit import AdaptiveExitElectra
 from ..objectives import Metrics
-from .base import StepContext, register
+from .base import StepContext, register, weight_decay_groups
 from .joint import JointMethod
 from .skipped_groups import SkippedGroups, named_groups
 
@@ -84,6 +84,7 @@ def draw_exit(p: list[float], generator: torch.Generator) -> int:
 @register
 class AdaptiveExit(JointMethod):
     name = "adaptive-exit"
+    reads_step_metrics = True  # end_step adapts the schedule to every step's RTD accuracy
     main_class = ElectraForPreTraining
 
     def __init__(self, config, tokens, device):
@@ -135,7 +136,7 @@ class AdaptiveExit(JointMethod):
             # the tied output weight is the shared word embeddings: `shared` claims it first below
             parts[f"exit{end}"] = [layers[j] for j in range(start, end)] + head
         shared = [module.main]
-        groups = named_groups(module, {"shared": shared, **parts}, rest="shared")
+        groups = weight_decay_groups(named_groups(module, {"shared": shared, **parts}, rest="shared"))
         self.skipped = SkippedGroups(groups)
         return groups
 

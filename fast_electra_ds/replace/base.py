@@ -55,6 +55,9 @@ class StepContext:
 class Method:
     name: ClassVar[str]
     supports_corrective_lm: ClassVar[bool] = False  # model.corrective_lm: main models that are discriminators
+    # True for schedules that adapt to every step's metrics (end_step gets them: one small all-reduce
+    # per step); otherwise metrics are reduced only when logged, and end_step gets {}.
+    reads_step_metrics: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig, tokens: TokenInfo, device: torch.device):
         self.config = config
@@ -74,9 +77,10 @@ class Method:
         raise NotImplementedError
 
     def param_groups(self, module: torch.nn.Module) -> list:
-        """deepspeed.initialize's model_parameters: the trainable parameters, or optimizer groups
-        ({"name": ..., "params": [...]}) for a method that treats parts of its module apart."""
-        return [p for p in module.parameters() if p.requires_grad]
+        """deepspeed.initialize's model_parameters: optimizer groups ({"name": ..., "params": [...]}),
+        split by `weight_decay_groups` so that biases and LayerNorm weights get no weight decay. A
+        method that treats parts of its module apart returns more groups."""
+        return weight_decay_groups([{"name": "all", "params": [p for p in module.parameters() if p.requires_grad]}])
 
     def before_optimizer_step(self, param_groups: list[dict[str, Any]]) -> None:
         """Called right before every engine.step() with the optimizer's param_groups (in the order
@@ -130,6 +134,29 @@ class Method:
         corrupted = corrupt_inputs(input_ids, selected, self.tokens.mask_id, mask_token_prob, random_token_prob,
                                    self.tokens.vocab_size, ctx.generator, self.tokens.special_ids)
         return selected, corrupted
+
+
+NO_DECAY = ".no_decay"
+
+
+def exempt_from_weight_decay(param: torch.nn.Parameter) -> bool:
+    """Biases and LayerNorm weights, as ELECTRA and BERT exclude them: the 1-D parameters (ZeRO-3
+    keeps a partitioned parameter's real shape in ds_shape)."""
+    return len(getattr(param, "ds_shape", param.shape)) < 2
+
+
+def weight_decay_groups(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each group split in two: its decayed parameters (the optimizer's weight_decay) and
+    `<name>.no_decay` with weight_decay 0. Empty halves are dropped."""
+    split = []
+    for group in groups:
+        decayed = [p for p in group["params"] if not exempt_from_weight_decay(p)]
+        exempt = [p for p in group["params"] if exempt_from_weight_decay(p)]
+        if decayed:
+            split.append({**group, "params": decayed})
+        if exempt:
+            split.append({**group, "name": group["name"] + NO_DECAY, "params": exempt, "weight_decay": 0.0})
+    return split
 
 
 METHODS: dict[str, type[Method]] = {}

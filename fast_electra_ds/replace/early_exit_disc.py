@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..models.early_exit import EarlyExitDiscriminator
 from ..models.main import build_model
 from ..objectives import Metrics
-from .base import Method, StepContext, register
+from .base import Method, StepContext, register, weight_decay_groups
 from .skipped_groups import SkippedGroups, named_groups
 
 
@@ -57,6 +57,7 @@ def next_active_sections(accuracies: list[float | None]) -> int:
 @register
 class EarlyExitDisc(Method):
     name = "early-exit-disc"
+    reads_step_metrics = True  # end_step adapts the schedule to every step's RTD accuracy
 
     def __init__(self, config, tokens, device):
         super().__init__(config, tokens, device)
@@ -90,7 +91,7 @@ class EarlyExitDisc(Method):
         layers = module.main.electra.encoder.layer
         parts = {f"section{end}": [layers[j] for j in range(self.sections[s - 1] if s else 0, end)] + [module.section_head(s)]
                  for s, end in enumerate(self.sections)}
-        groups = named_groups(module, {"shared": [module.main.electra.embeddings], **parts}, rest="shared")
+        groups = weight_decay_groups(named_groups(module, {"shared": [module.main.electra.embeddings], **parts}, rest="shared"))
         self.skipped = SkippedGroups(groups)
         return groups
 

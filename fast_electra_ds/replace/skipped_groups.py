@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from .base import NO_DECAY
+
 
 def named_groups(module: torch.nn.Module, parts: dict[str, list[torch.nn.Module]], rest: str = "shared") -> list[dict[str, Any]]:
     """One optimizer group per name in `parts` (the trainable parameters of its modules) and one
@@ -73,7 +75,7 @@ class SkippedGroups:
             if index in self.parked and group["lr"] == 0.0:
                 group["lr"] = self.parked[index]
             self.parked.pop(index, None)
-            if name in skipped:
+            if name.removesuffix(NO_DECAY) in skipped:  # both halves of a weight-decay split
                 clear_gradients(self.params[name])
                 self.parked[index] = group["lr"]
                 group["lr"] = 0.0

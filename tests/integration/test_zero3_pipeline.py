@@ -1,6 +1,7 @@
 """The real thing on 2 CPU ranks through the deepspeed launcher, on real text: stage 1 (aux-mlm),
 stage 2 (fast) under ZeRO-3, resume, export."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,9 @@ def aux_run(prepared, tmp_path_factory):
 @pytest.fixture(scope="module")
 def fast_run(prepared, aux_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("fast")
-    result = launch(common(prepared, out, "method=fast", f"aux.path={aux_run / 'hf'}", f"train.steps={STEPS}"))
-    return out, result.stdout
+    result = launch(common(prepared, out, "method=fast", f"aux.path={aux_run / 'hf'}", f"train.steps={STEPS}",
+                           "train.eval_every=10", "train.progress=bar"))
+    return out, result.stdout + result.stderr
 
 
 def test_aux_stage_trains_and_exports_a_masked_lm(aux_run):
@@ -58,6 +60,33 @@ def test_fast_loss_decreases_and_logs_every_field(fast_run):
     temperatures = [r["temperature"] for r in records]
     assert temperatures[0] == pytest.approx(2.0) and all(a > b for a, b in zip(temperatures, temperatures[1:]))
     assert 0 < records[0]["replaced_frac"] <= 0.16  # at most the 15% selected, minus samples equal to the original
+
+
+def test_learning_metrics_validation_and_tensorboard_from_two_ranks(fast_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run, output = fast_run
+    records = metrics(run)
+    for key in ("rtd_auc", "rtd_prior_gap", "rtd_context_gain", "rtd_precision", "rtd_recall"):
+        assert all(key in r for r in records), key
+    assert 0.0 <= records[-1]["rtd_auc"] <= 1.0
+    evaluated = [r for r in records if "val_rtd_loss" in r]
+    assert [r["step"] for r in evaluated] == [10, 20, 30]
+    for key in ("val_rtd_auc", "val_rtd_prior_gap", "val_rtd_context_gain", "val_aux_acc"):
+        assert key in evaluated[-1], key
+    assert evaluated[-1]["val_rtd_loss"] < evaluated[0]["val_rtd_loss"]
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train/loss", "train/rtd_auc", "train/rtd_context_gain", "train/temperature", "val/rtd_auc", "val/rtd_loss"} <= set(scalars)
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == [r["step"] for r in records]
+    assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+    assert [e.step for e in events.Scalars("val/rtd_auc")] == [10, 20, 30]
+
+    # rank 0's tqdm bar: step/total [elapsed<eta, rate]
+    assert re.search(rf"{STEPS}/{STEPS} \[\d+:\d\d<00:00, +[\d.]+(step/s|s/step)", output), output[-2000:]
 
 
 def test_zero3_partitions_main_model_and_aux_stays_frozen_whole(fast_run):
@@ -86,6 +115,9 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(prepared, aux_run,
     assert [r["step"] for r in resumed] == list(range(1, STEPS + 1))
     for a, b in zip(resumed, uninterrupted):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6), (a["step"], a["loss"], b["loss"])
+    # validation uses fixed masks and samples: the same model gives the same validation metrics
+    assert resumed[-1]["val_rtd_loss"] == pytest.approx(uninterrupted[-1]["val_rtd_loss"], rel=1e-5)
+    assert resumed[-1]["val_rtd_context_gain"] == pytest.approx(uninterrupted[-1]["val_rtd_context_gain"], rel=1e-4, abs=1e-6)
 
 
 def test_export_loads_in_transformers_and_matches_the_engine(fast_run):

@@ -129,6 +129,7 @@ def test_throughput_drives_any_method_with_the_trainers_hooks():
 
     class HookProbe(MaskedLM):  # a method relying on the per-step hooks, as adaptive schedules do
         name = "hook-probe"
+        reads_step_metrics = True  # end_step gets every step's metrics
 
         def before_optimizer_step(self, param_groups):
             calls["before_optimizer_step"] += 1

@@ -35,7 +35,7 @@ def ctx(step=0, rank=0):
 
 
 def reduced(metrics):
-    return {k: (v[0] / v[1]).item() if v[1] > 0 else float("nan") for k, v in metrics.items()}
+    return {k: (v[0] / v[1]).item() if v[1] > 0 else float("nan") for k, v in metrics.items() if v[0].dim() == 0}  # scalars
 
 
 def count_calls(modules):
