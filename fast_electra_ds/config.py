@@ -182,7 +182,7 @@ class TrainConfig:
     progress: str = "auto"  # console: "bar" (tqdm), "lines" (one line per log step), "auto" (bar on a terminal)
     stop_after: int = 0  # stop (with a checkpoint) after this many steps this session; 0: run to `steps`
     export: bool = True  # write <out_dir>/hf at the end
-    fused_adam: str = "auto"  # auto: DeepSpeed's fused Adam on CUDA, torch's Adam on CPU; or "true"/"false"
+    fused_adam: str = "auto"  # auto: torch's fused AdamW on CUDA (DeepSpeed's FusedAdam if prebuilt), torch's Adam on CPU; "true": DeepSpeed's FusedAdam; "false"
 
 
 @dataclass
