@@ -102,7 +102,7 @@ def resolve_ds_config(ds_config: dict[str, Any], world_size: int, config: RunCon
         accumulation = 1 if total is None else total // (micro * world_size)
     if total is not None and total != micro * accumulation * world_size:
         raise UserError(f"inconsistent batch sizes: train_batch_size {total} != micro batch {micro} x gradient_accumulation_steps {accumulation} x world size {world_size} = {micro * accumulation * world_size}",
-                        f"set train_batch_size to {micro * accumulation * world_size} or remove it")
+                        f"set train_batch_size (or optim.global_batch) to {micro * accumulation * world_size} or remove it, or set optim.micro_batch / optim.grad_accum to fit")
     if min(micro, accumulation) < 1:
         raise UserError(f"batch numbers must be positive (micro batch {micro}, accumulation {accumulation})", "fix the DeepSpeed config")
     ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation, train_batch_size=micro * accumulation * world_size)
