@@ -39,7 +39,7 @@ from transformers.models.electra.modeling_electra import ElectraGeneratorPredict
 from ..config import ModelConfig
 from ..objectives import Metrics, ratio
 from .main import is_partitioned
-from .pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
+from .vocab_loss import copy_mechanism_scores, vocab_log_probs
 
 DEFAULT_WEIGHT = 1 / 50  # COCO-LM: CLM loss weight 1 beside binary_loss_weight 50
 
@@ -65,12 +65,14 @@ class CorrectiveLMHead(torch.nn.Module):
         """L_CLM = −mean log p_CLM(original | corrupted) over every real token. hidden: [b, s, h] of the
         discriminator; rtd_logits: [b, s] (positive = replaced)."""
         counted = attention_mask.bool()
-        logits = self.logits(hidden[counted])
         copy_logits = -rtd_logits.detach()[counted]  # p_copy = 1 − P(replaced), stop-gradient (COCO-LM)
         inputs, targets = corrupted[counted], original[counted]
-        loss = -copy_mechanism_log_probs(logits, copy_logits, inputs, targets).mean()
+        # the decoder over all positions in chunks (models/vocab_loss.py): no [tokens x V] logits held
+        scores = vocab_log_probs(self.predictions(hidden[counted]), self.decoder, targets, inputs=inputs)
+        log_probs, predictions = copy_mechanism_scores(scores, copy_logits, inputs, targets)
+        loss = -log_probs.mean()
         with torch.no_grad():
-            correct = copy_mechanism_predictions(logits, copy_logits, inputs) == targets
+            correct = predictions == targets
             replaced = inputs != targets
         return loss, {"clm_loss": ratio(loss, 1), "clm_acc": ratio(correct.sum(), correct.numel()),
                       "clm_acc_replaced": ratio((correct & replaced).sum(), replaced.sum())}

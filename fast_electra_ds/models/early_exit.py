@@ -9,8 +9,9 @@ from transformers import ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.electra.modeling_electra import ElectraDiscriminatorPredictions, ElectraGeneratorPredictions
 
-from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
+from ..objectives import Metrics, ratio, rtd_loss
 from .pretraining import match_zero_init_dtype, share_embeddings
+from .vocab_loss import chunked_mlm_loss
 
 
 def run_layers(electra: ElectraModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, stops: list[int]) -> list[torch.Tensor]:
@@ -99,37 +100,43 @@ class AdaptiveExitElectra(torch.nn.Module):
             return self.generator.generator_predictions, self.generator.generator_lm_head
         return self.exit_heads[i], self.exit_outputs[i]
 
-    def exit_logits(self, masked_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
-                    exit_index: int) -> list[torch.Tensor]:
-        """Vocabulary logits [M, V] at the selected positions of exits 0..exit_index."""
+    def exit_features(self, masked_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
+                      exit_index: int) -> list[tuple[torch.Tensor, torch.nn.Module]]:
+        """(the output layer's input [M, e], the output layer) at the selected positions of exits 0..exit_index."""
         hidden = [h[selected] for h in run_layers(self.generator.electra, masked_ids, attention_mask, self.exits[:exit_index + 1])]
-        logits = []
+        heads = []
         for i in range(exit_index + 1):
             features = hidden[0] if i == 0 else self.concat_projections[i - 1](torch.cat(hidden[:i + 1], dim=-1))
             predictions, output = self.exit_head(i)
-            logits.append(output(predictions(features)))
-        return logits
+            heads.append((predictions(features), output))
+        return heads
+
+    def exit_logits(self, masked_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
+                    exit_index: int) -> list[torch.Tensor]:
+        """Vocabulary logits [M, V] at the selected positions of exits 0..exit_index (forward computes the
+        same losses in chunks, without them)."""
+        return [output(features) for features, output in self.exit_features(masked_ids, attention_mask, selected, exit_index)]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_ids: torch.Tensor, selected: torch.Tensor,
                 rng: torch.Generator, exit_index: int) -> tuple[torch.Tensor, Metrics]:
-        from ..replace.sampling import gumbel_max_sample  # here: replace/ imports this module
-
         targets = input_ids[selected]
         metrics: Metrics = {}
         gen_loss, weight_sum = 0.0, 0.0
-        all_logits = self.exit_logits(masked_ids, attention_mask, selected, exit_index)
+        heads = self.exit_features(masked_ids, attention_mask, selected, exit_index)
         for i, layer in enumerate(self.exits):
             if i > exit_index:
                 _unrun(metrics, f"mlm_loss_exit{layer}", input_ids.device)
                 _unrun(metrics, f"mlm_acc_exit{layer}", input_ids.device)
                 continue
-            loss_i, metrics_i = mlm_loss(all_logits[i], targets, prefix=f"mlm_exit{layer}")
+            # chunked vocabulary loss (models/vocab_loss.py); exit k's pass also draws the replacements
+            loss_i, metrics_i, drawn = chunked_mlm_loss(*heads[i], targets, prefix=f"mlm_exit{layer}",
+                                                        sample=(1.0, rng, self.disallowed_ids) if i == exit_index else None)
+            if i == exit_index:
+                sampled = drawn
             metrics[f"mlm_loss_exit{layer}"], metrics[f"mlm_acc_exit{layer}"] = metrics_i[f"mlm_exit{layer}_loss"], metrics_i[f"mlm_exit{layer}_acc"]
             gen_loss = gen_loss + self.exit_weights[i] * loss_i
             weight_sum += self.exit_weights[i]
         gen_loss = gen_loss / weight_sum
-        with torch.no_grad():
-            sampled = gumbel_max_sample(all_logits[exit_index].detach(), rng, self.disallowed_ids)
         corrupted = input_ids.clone()
         corrupted[selected] = sampled
         logits = self.main(input_ids=corrupted, attention_mask=attention_mask).logits
@@ -182,15 +189,12 @@ class EarlyExitDiscriminator(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, masked_ids: torch.Tensor, selected: torch.Tensor,
                 rng: torch.Generator, active_sections: int) -> tuple[torch.Tensor, Metrics]:
-        from ..replace.sampling import gumbel_max_sample  # here: replace/ imports this module
-
         stops = self.sections[:active_sections]
         electra = self.main.electra
         gen_hidden = run_layers(electra, masked_ids, attention_mask, stops[-1:])[0]
-        gen_logits = self.mlm_output(self.mlm_predictions(gen_hidden[selected]))
-        gen_loss, gen_metrics = mlm_loss(gen_logits, input_ids[selected])
-        with torch.no_grad():
-            sampled = gumbel_max_sample(gen_logits.detach(), rng, self.disallowed_ids)
+        # chunked vocabulary loss (models/vocab_loss.py), whose forward also draws the replacements
+        gen_loss, gen_metrics, sampled = chunked_mlm_loss(self.mlm_predictions(gen_hidden[selected]), self.mlm_output,
+                                                          input_ids[selected], sample=(1.0, rng, self.disallowed_ids))
         corrupted = input_ids.clone()
         corrupted[selected] = sampled
         is_replaced = corrupted != input_ids

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
+from .vocab_loss import masked_lm_loss
 
 
 class ReplacedTokenDetection(torch.nn.Module):
@@ -49,7 +50,7 @@ class MaskedLanguageModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
                 targets: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
-        loss, metrics = mlm_loss(masked_lm_logits(self.mlm, input_ids, attention_mask, selected), targets)
+        loss, metrics = masked_lm_loss(self.mlm, input_ids, attention_mask, selected, targets)  # chunked: models/vocab_loss.py
         return loss, {"loss": metrics["mlm_loss"], **metrics}
 
 
@@ -143,7 +144,7 @@ class JointReplaceMLM(JointGenerator):
     main model (ElectraForMaskedLM) predicts the original token at the selected positions."""
 
     def main_objective(self, original, corrupted, attention_mask, selected):
-        return mlm_loss(masked_lm_logits(self.main, corrupted, attention_mask, selected), original[selected], prefix="main_mlm")
+        return masked_lm_loss(self.main, corrupted, attention_mask, selected, original[selected], prefix="main_mlm")
 
 
 def copy_mechanism_log_probs(mlm_logits: torch.Tensor, gate_logits: torch.Tensor, inputs: torch.Tensor,
