@@ -31,6 +31,7 @@ COMPLETE = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
 LATEST = "latest"  # DeepSpeed's tag file: zero_to_fp32.py and engine.load_checkpoint(tag=None) read it
 SAVING, REPLACED = ".saving", ".replaced"
+UNIVERSAL = "universal"  # checkpoints/universal/step_N: a checkpoint converted for another number of ranks
 _NAME = re.compile(r"step_(\d{8})(\.saving|\.replaced)?")
 _PREFERENCE = {"": 0, SAVING: 1, REPLACED: 2}  # for one step: the final name, then the newer of the two others
 
@@ -128,9 +129,10 @@ def damage(checkpoint: Path, part: tuple[int, int] = (0, 1)) -> str | None:
     return None
 
 
-def _shared_damage(checkpoint: Path) -> str | None:
-    """damage(), the files shared out over the ranks when a process group is up; every rank gets the answer."""
-    if not (dist.is_available() and dist.is_initialized()):
+def _shared_damage(checkpoint: Path, all_ranks: bool) -> str | None:
+    """damage(); with `all_ranks` (every rank of the process group calls this) the files are shared
+    out over the ranks and every rank gets the answer."""
+    if not all_ranks:
         return damage(checkpoint)
     found: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(found, damage(checkpoint, (dist.get_rank(), dist.get_world_size())))
@@ -142,12 +144,13 @@ def _warn(text: str) -> None:
         print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
+def resolve_checkpoint(path: str | Path, all_ranks: bool = False) -> Path:
     """A run directory (its newest intact checkpoint, damaged ones skipped with a warning) or one
-    checkpoint directory (which must be intact)."""
+    checkpoint directory (which must be intact). `all_ranks`: every rank calls this at once (a
+    collective), and each reads only its share of the files."""
     path = Path(path)
     if (path / COMPLETE).is_file():
-        problem = _shared_damage(path)
+        problem = _shared_damage(path, all_ranks)
         if problem:
             raise UserError(f"checkpoint {path} is damaged: {problem}", "use an earlier checkpoint or the run directory (its newest intact checkpoint)")
         return path
@@ -158,7 +161,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise UserError(f"no complete checkpoint in {path}", "pass a run directory that has saved a checkpoint (its checkpoints/step_*/COMPLETE), or start without --resume")
     problems = []
     for checkpoint in reversed(found):
-        problem = _shared_damage(checkpoint)
+        problem = _shared_damage(checkpoint, all_ranks)
         if not problem:
             if problems:
                 _warn(f"checkpoint {problems[-1][0]} is damaged ({problems[-1][1]}); using {checkpoint} instead")
@@ -308,9 +311,74 @@ def _prune(root: Path, newest: int, keep_last: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+# --- another number of ranks: DeepSpeed's universal checkpoint ----------------------------------------
+
+def saved_world_size(checkpoint: Path) -> int | None:
+    try:
+        return int(json.loads((checkpoint / COMPLETE).read_text())["world_size"])
+    except (OSError, ValueError, KeyError, TypeError):  # written before COMPLETE recorded it
+        return len(list(checkpoint.glob("*zero_pp_rank_*_optim_states.pt"))) or None
+
+
+def _to_universal(checkpoint: Path, universal: Path) -> None:
+    import contextlib
+    import io
+    from argparse import Namespace
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    tmp = universal.with_name(universal.name + SAVING)
+    shutil.rmtree(tmp, ignore_errors=True)
+    args = Namespace(input_folder=str(checkpoint), output_folder=str(tmp), num_extract_workers=1, num_merge_workers=1,
+                     keep_temp_folder=False, strict=True, inject_missing_state=False)
+    log = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            ds_to_universal.main(args)
+    except Exception as err:  # DeepSpeed's own failure, with its log: one line
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"checkpoint {checkpoint} could not be converted to DeepSpeed's universal format ({type(err).__name__}: {str(err)[:200]})",
+                        f"resume on {saved_world_size(checkpoint)} ranks") from None
+    shutil.copy2(checkpoint / TRAINER_STATE, tmp / TRAINER_STATE)
+    _write_atomically(tmp / COMPLETE, json.dumps({"converted_from": str(checkpoint)}) + "\n")
+    for old in universal.parent.iterdir():  # one conversion is kept: the one being resumed from
+        if old != tmp:
+            shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, universal)
+
+
+def for_world_size(checkpoint: Path, world_size: int, ds_config: dict[str, Any]) -> Path:
+    """The checkpoint to load on `world_size` ranks: itself, or when it was written by another number
+    of ranks, its conversion to DeepSpeed's universal checkpoint (made by rank 0 into
+    checkpoints/universal/), with `ds_config` set to load it. Call on every rank before deepspeed.initialize."""
+    saved = saved_world_size(checkpoint)
+    if saved is None or saved == world_size:
+        return checkpoint
+    universal = checkpoint.parent / UNIVERSAL / checkpoint.name.split(".")[0]
+    problem: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        print(f"[fast-electra] checkpoint {checkpoint.name} was written by {saved} rank{'s' * (saved != 1)}, this run has {world_size}: "
+              f"loading it through DeepSpeed's universal checkpoint ({universal})", flush=True)
+        try:
+            _to_universal(checkpoint, universal)  # afresh: a step may have been re-saved since an earlier conversion
+        except UserError as err:
+            problem[0] = str(err)
+    dist.broadcast_object_list(problem, src=0)  # the others wait for the conversion
+    if problem[0]:
+        raise UserError(problem[0])
+    ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    return universal
+
+
 def load_checkpoint(engine, checkpoint: Path) -> dict[str, Any]:
     """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return the trainer state."""
     rng_file = checkpoint / f"rng_state_rank{dist.get_rank()}.pt"
+    if checkpoint.parent.name == UNIVERSAL:  # another number of ranks: no rank's RNG state carries over
+        load_path, client_state = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+        if load_path is None:
+            raise UserError(f"DeepSpeed could not load the universal checkpoint {checkpoint}", "resume on the number of ranks that wrote it")
+        _warn("resuming on another number of ranks: the run continues closely, not exactly (RNG state and batch split differ)")
+        return json.loads((checkpoint / TRAINER_STATE).read_text())
     if not rng_file.is_file() and not _allow_inexact_resume:
         raise UserError(f"checkpoint {checkpoint} lacks {rng_file.name}: a resume from it would not repeat the uninterrupted run",
                         "pass --allow-inexact-resume to resume anyway, or resume from an earlier checkpoint")

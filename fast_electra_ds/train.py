@@ -79,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from .checkpoint import allow_inexact_resume
+    from .launcher_death import die_with_launcher
+    from .resources import check_out_dir_writable
+    from .run_lock import hold_run_lock
     from .config import load_config, load_ds_config
     from .process_group import init_process_group, quiet_known_warnings
 
@@ -88,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
     allow_inexact_resume(args.allow_inexact_resume)
+    check_out_dir_writable(config.train.out_dir)  # before the model is built
+    die_with_launcher()  # no rank left training when the launcher is killed
 
     import torch.distributed as dist
 
@@ -99,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     init_process_group()  # a taken MASTER_PORT is one line naming a free one
     unlink_shm_allreduce_buffer()
+    hold_run_lock(config.train.out_dir)  # one job per train.out_dir
     try:
         trainer = Trainer(config, ds_config, resume=args.resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)

@@ -112,10 +112,11 @@ class Trainer:
 
         checkpoint = None
         if resume:
-            checkpoint = ckpt.resolve_checkpoint(self.run_dir)
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True)  # every rank verifies its share of the files
             saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
             if saved_method != config.method:
                 raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
+            checkpoint = ckpt.for_world_size(checkpoint, self.world_size, self.ds_config)  # another number of ranks: a universal checkpoint
         elif ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir)):
             raise UserError(f"{self.run_dir} already holds checkpoints", "pass --resume to continue that run, or choose another train.out_dir")
 
