@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
-from .vocab_loss import masked_lm_loss
+from .vocab_loss import masked_lm_loss, masked_lm_loss_and_sample
 
 
 class ReplacedTokenDetection(torch.nn.Module):
@@ -94,12 +94,8 @@ class JointGenerator(torch.nn.Module):
                 selected: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, Metrics]:
         """input_ids: the original sequence; masked_ids: with the selected positions corrupted
         (mostly [MASK]); selected: the positions the generator predicts."""
-        from ..replace.sampling import gumbel_max_sample  # here: replace/ imports this module
-
-        gen_logits = masked_lm_logits(self.generator, masked_ids, attention_mask, selected)
-        gen_loss, gen_metrics = mlm_loss(gen_logits, input_ids[selected])
-        with torch.no_grad():
-            sampled = gumbel_max_sample(gen_logits.detach(), rng, self.disallowed_ids)
+        gen_loss, gen_metrics, sampled = masked_lm_loss_and_sample(self.generator, masked_ids, attention_mask, selected,  # chunked
+                                                                   input_ids[selected], rng, self.disallowed_ids)
         corrupted = input_ids.clone()
         corrupted[selected] = sampled
         main_loss, main_metrics = self.main_objective(input_ids, corrupted, attention_mask, selected)

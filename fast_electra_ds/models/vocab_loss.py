@@ -138,6 +138,16 @@ def masked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return loss, metrics
 
 
+def masked_lm_loss_and_sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
+                              targets: torch.Tensor, generator: torch.Generator,
+                              disallowed_ids: list[int]) -> tuple[torch.Tensor, Metrics, torch.Tensor]:
+    """masked_lm_loss and one draw per selected position from the same logits at temperature 1 (ELECTRA's
+    generator): what mlm_loss(logits) and gumbel_max_sample(logits) gave, without the [M x V] logits."""
+    hidden = model.electra(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return chunked_mlm_loss(model.generator_predictions(hidden[selected]), model.generator_lm_head, targets,
+                            sample=(1.0, generator, disallowed_ids))
+
+
 def copy_mechanism_scores(scores: VocabScores, gate_logits: torch.Tensor, inputs: torch.Tensor,
                           targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(target), argmax prediction) under the copy mechanism p(x) = D·1[x = input] + (1 − D)·p_mlm(x),
