@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
+from .compile import compile_blocks
 from .config import RunConfig, save_config
 from .data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
 from .data.prefetch import Prefetcher
@@ -124,9 +125,9 @@ class Trainer:
         self.method.setup()  # outside ZeRO: the frozen aux model is whole on every rank
         torch.manual_seed(config.train.seed)  # identical initial weights on every rank and run
         module = self.method.build_model(self.ds_config)
-        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         if config.model.compile:
-            self.engine.compile()
+            compile_blocks(module)  # before initialize: each block one ZeRO-3 leaf, its forward compiled
+        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
         self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.dataset.unigram_entropy())
