@@ -5,7 +5,7 @@ exits 1 on any FAIL. With --cpu the same checks run on CPU ranks and the GPU-onl
 Checks: a `fast` run under ZeRO-3 bf16 on 1 device (and on 2 GPUs when present) whose loss falls,
 which resumes exactly and whose export reproduces it; the Adam implementation (no JIT build);
 no attention mask for packed batches and SDPA's flash / memory-efficient kernel chosen; the frozen
-aux in 16 bit on the device, outside the engine; the fp16 config with forced overflow steps; peak
+aux in 16 bit on the device, outside the engine; model.compile without graph breaks; the fp16 config with forced overflow steps; peak
 memory of real steps against the memory simulation at `small` and a base shape; Fast/Original step
 time and MFU against a GEMM peak measured in the same run.
 
@@ -58,7 +58,7 @@ class Runs:
         prepare([str(corpus)], str(self.tokenizer), self.data, workers=1, progress=False)
 
     def train(self, name: str, out_dir: Path, *overrides: str, ranks: int = 1, ds_config: str | Path = "zero3.json",
-              timeout: float = 600) -> dict:
+              timeout: float = 600, extra_env: dict[str, str] | None = None) -> dict:
         """One train.py run; returns its `done` record (raises with the log's tail if it failed)."""
         args = ["--ds_config", str(ds_config), "--config", str(ROOT / "configs/tiny.yaml"), f"data.path={self.data}",
                 f"data.tokenizer={self.tokenizer}", f"train.out_dir={out_dir}", "train.log_every=1", *overrides]
@@ -70,7 +70,8 @@ class Runs:
             command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
         log = self.logs / f"{name}.log"
         with log.open("w") as out:
-            completed = subprocess.run(command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+            completed = subprocess.run(command, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                       timeout=timeout)
         text = log.read_text(errors="replace")
         done = [line for line in text.splitlines() if "[fast-electra] done: " in line]
         if completed.returncode != 0 or not done:
@@ -150,6 +151,18 @@ def check_fp16_overflow(runs: Runs, aux: Path, device: str) -> dict:
     if problems:
         return result(name, FAIL, "; ".join(problems), **details)
     return result(name, PASS, f"{steps} overflowing steps skipped: step counter and consumed_samples advanced, lr 0 and T = T0 throughout", **details)
+
+
+def check_compile(runs: Runs, aux: Path) -> dict:
+    """model.compile=true on `fast`: the compiled blocks break no graph (TORCH_LOGS=graph_breaks)."""
+    name = "compile_fast_graph_breaks"
+    runs.train(name, runs.work / name, "method=fast", f"aux.path={aux}", "train.steps=4", "train.export=false", "model.compile=true",
+               extra_env={"TORCH_LOGS": "graph_breaks"})
+    breaks = [line for line in (runs.logs / f"{name}.log").read_text(errors="replace").splitlines() if "Graph break" in line and "user code at" in line]
+    where = sorted({line.split("user code at ", 1)[1].strip() for line in breaks})
+    if breaks:
+        return result(name, FAIL, f"{len(breaks)} graph break(s) at {', '.join(where)[:300]}", locations=where)
+    return result(name, PASS, "4 compiled fast steps under ZeRO-3 with no graph break")
 
 
 # --- in-process checks (run by --inner in a fresh process) ---------------------------------------------
@@ -275,13 +288,13 @@ def _aux_placement(device, aux: Path) -> list[dict]:
                    f"frozen aux is {dtypes} on {devices} (requires_grad {details['requires_grad']}), expected {wanted} on {device.type}", **details)]
 
 
-def inner_memory() -> list[dict]:
+def inner_memory(names: tuple[str, ...] = ("small", "paper-base")) -> list[dict]:
     """Real steps' torch.cuda.max_memory_allocated against the simulation (benchmarks/memory.py)."""
     from benchmarks.memory import KINDS, measure_real, simulate
     from fast_electra_ds.accounting.paper import get_setting
 
     out = []
-    for name in ("small", "paper-base"):
+    for name in names:
         setting = get_setting(name, zero_stage=3, world_size=1, precision="bf16", original_generator="electra")
         simulated, measured = simulate(setting), measure_real(setting, repeats=1)
         rows = {}
@@ -295,17 +308,17 @@ def inner_memory() -> list[dict]:
     return out
 
 
-def inner_throughput() -> list[dict]:
+def inner_throughput(preset: str = "base", micro_batch: int = 32) -> list[dict]:
     from benchmarks.throughput import run
 
-    r = run(methods=["electra", "fast"], preset="base", seq_len=128, micro_batch=32, steps=6, warmup=2, out_dir=None, quiet=True)
+    r = run(methods=["electra", "fast"], preset=preset, seq_len=128, micro_batch=micro_batch, steps=6, warmup=2, out_dir=None, quiet=True)
     fast, electra = r["methods"]["fast"], r["methods"]["electra"]
     details = dict(matmul_peak_tflops=r["matmul_peak_tflops"], fast_step_ms=fast["step_s"] * 1e3, original_step_ms=electra["step_s"] * 1e3,
                    fast_mfu=fast["mfu"], original_mfu=electra["mfu"], measured_speedup=fast["measured_speedup"],
                    predicted_speedup=fast["predicted_speedup"])
     text = (f"Fast {fast['step_s'] * 1e3:.1f} ms / Original {electra['step_s'] * 1e3:.1f} ms per step "
             f"({fast['measured_speedup']:.2f}x, FLOPs predict {fast['predicted_speedup']:.2f}x); MFU {fast['mfu']:.0%} / {electra['mfu']:.0%} "
-            f"of a measured {r['matmul_peak_tflops']:.0f} TFLOP/s bf16 GEMM peak (preset base, 32 x 128 tokens)")
+            f"of a measured {r['matmul_peak_tflops']:.0f} TFLOP/s bf16 GEMM peak (preset {preset}, {micro_batch} x 128 tokens)")
     sane = all(0 < m["mfu"] <= 1 for m in (fast, electra))
     return [result("step_time_mfu", PASS if sane and fast["measured_speedup"] >= 1 else FAIL,
                    text if sane and fast["measured_speedup"] >= 1 else text + ("; Fast is slower per step than Original" if sane else "; MFU out of (0, 1]"),
@@ -403,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                 record(result("fast_zero3_bf16_2gpu", SKIP, f"needs 2 GPUs ({gpus} visible); 2 CPU ranks are the integration tests' subject"))
             attempt("device_checks", run_inner, "device", aux, device, env, logs, 600)
             attempt("fp16_forced_overflow", check_fp16_overflow, runs, aux, device)
+        if device == "cuda" and aux_ready:
+            attempt("compile_fast_graph_breaks", check_compile, runs, aux)
+        else:
+            record(result("compile_fast_graph_breaks", SKIP, "run on GPUs only: about a minute of compilation on CPU (tests/unit/test_compile.py covers a block)"))
         if device == "cuda":
             attempt("memory_vs_simulation", run_inner, "memory", aux, device, env, logs, 600)
             attempt("step_time_mfu", run_inner, "throughput", aux, device, env, logs, 600)

@@ -10,8 +10,8 @@ from tests.conftest import ROOT, cpu_env
 pytestmark = pytest.mark.integration
 
 EVERY_CHECK = {"fast_zero3_bf16_1cpu", "fast_zero3_bf16_2gpu", "optimizer_no_jit", "attention_mask_dropped", "sdpa_flash_kernel",
-               "aux_16bit_on_device", "fp16_forced_overflow", "memory_vs_simulation", "step_time_mfu"}
-GPU_ONLY = {"fast_zero3_bf16_2gpu", "sdpa_flash_kernel", "memory_vs_simulation", "step_time_mfu"}
+               "aux_16bit_on_device", "fp16_forced_overflow", "memory_vs_simulation", "step_time_mfu", "compile_fast_graph_breaks"}
+GPU_ONLY = {"fast_zero3_bf16_2gpu", "sdpa_flash_kernel", "memory_vs_simulation", "step_time_mfu", "compile_fast_graph_breaks"}
 
 
 def test_gpu_check_cpu_mode_passes_and_reports(tmp_path):
