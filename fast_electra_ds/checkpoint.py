@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .safe_load import weights_only_loads
 
 COMPLETE = "COMPLETE"
 TRAINER_STATE = "trainer_state.json"
@@ -333,8 +334,11 @@ def _to_universal(checkpoint: Path, universal: Path) -> None:
                      keep_temp_folder=False, strict=True, inject_missing_state=False)
     log = io.StringIO()
     try:
-        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log), weights_only_loads(f"checkpoint {checkpoint}"):
             ds_to_universal.main(args)
+    except UserError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except Exception as err:  # DeepSpeed's own failure, with its log: one line
         shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(f"checkpoint {checkpoint} could not be converted to DeepSpeed's universal format ({type(err).__name__}: {str(err)[:200]})",
@@ -374,7 +378,8 @@ def load_checkpoint(engine, checkpoint: Path) -> dict[str, Any]:
     """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return the trainer state."""
     rng_file = checkpoint / f"rng_state_rank{dist.get_rank()}.pt"
     if checkpoint.parent.name == UNIVERSAL:  # another number of ranks: no rank's RNG state carries over
-        load_path, client_state = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+        with weights_only_loads(f"checkpoint {checkpoint}"):
+            load_path, client_state = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
         if load_path is None:
             raise UserError(f"DeepSpeed could not load the universal checkpoint {checkpoint}", "resume on the number of ranks that wrote it")
         _warn("resuming on another number of ranks: the run continues closely, not exactly (RNG state and batch split differ)")
@@ -382,7 +387,8 @@ def load_checkpoint(engine, checkpoint: Path) -> dict[str, Any]:
     if not rng_file.is_file() and not _allow_inexact_resume:
         raise UserError(f"checkpoint {checkpoint} lacks {rng_file.name}: a resume from it would not repeat the uninterrupted run",
                         "pass --allow-inexact-resume to resume anyway, or resume from an earlier checkpoint")
-    load_path, client_state = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+    with weights_only_loads(f"checkpoint {checkpoint}"):
+        load_path, client_state = engine.load_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
     if load_path is None:
         raise UserError(f"DeepSpeed could not load checkpoint {checkpoint}", "check that it was written by a run with the same DeepSpeed config")
     if rng_file.is_file():

@@ -15,6 +15,7 @@ from . import checkpoint as ckpt
 from .config import load_config
 from .data.tokenizer import load_tokenizer
 from .errors import UserError
+from .safe_load import weights_only_loads
 from .model_card import finish_model_dir
 from .replace import METHODS, TokenInfo
 
@@ -30,7 +31,8 @@ def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
         level = ds_logger.level
         ds_logger.setLevel(logging.WARNING)
         try:
-            return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
+            with weights_only_loads(f"checkpoint {checkpoint}"):  # DeepSpeed's loads would unpickle
+                return get_fp32_state_dict_from_zero_checkpoint(str(checkpoint.parent), tag=checkpoint.name)
         finally:
             ds_logger.setLevel(level)
     states = checkpoint / "mp_rank_00_model_states.pt"

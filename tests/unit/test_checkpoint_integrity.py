@@ -206,3 +206,29 @@ def test_rng_state_of_older_checkpoints_still_loads(tmp_path):
 def test_the_project_never_unpickles():
     found = subprocess.run(["grep", "-rn", "weights_only=False", str(ROOT / "fast_electra_ds")], capture_output=True, text=True).stdout
     assert found == ""
+
+
+class Payload:
+    """What a hostile checkpoint would hold: unpickling it writes a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (ckpt.Path.write_text, (ckpt.Path(self.marker), "code ran"))
+
+
+def test_deepspeeds_own_loads_never_unpickle_a_hostile_checkpoint(tmp_path):
+    """export (DeepSpeed's zero_to_fp32 reader) on a checkpoint whose files carry a payload: refused in
+    one line, the payload never runs."""
+    from fast_electra_ds.export import consolidated_state_dict
+
+    checkpoint = tmp_path / "checkpoints" / "step_00000001"
+    checkpoint.mkdir(parents=True)
+    marker = tmp_path / "pwned"
+    for name in ("zero_pp_rank_0_mp_rank_00_model_states.pt", "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"):
+        torch.save({"payload": Payload(marker), "module": {}}, checkpoint / name)
+    with pytest.raises(UserError, match="is not loaded .unpickling can run code"):
+        consolidated_state_dict(checkpoint)
+    assert not marker.exists()
+    assert torch.load is torch.serialization.load  # put back
