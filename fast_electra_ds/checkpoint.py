@@ -248,9 +248,18 @@ def check_free_space(engine, root: Path, step: int) -> None:
         raise UserError(*verdict[0])
 
 
-def _disk_full(err: BaseException) -> bool:
-    """torch.save reports ENOSPC as a RuntimeError ("unexpected pos ... iostream error")."""
-    return (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left" in str(err) or "iostream error" in str(err)
+def _disk_full(err: BaseException, root: Path) -> bool:
+    """torch.save reports ENOSPC as a RuntimeError ("unexpected pos 1024 vs 918", its cause an
+    "iostream error"): look through the chain, then at the disk itself."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(seen) or "iostream error" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(root).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def save_checkpoint(engine, run_dir: Path, step: int, trainer_state: dict[str, Any], keep_last: int) -> Path:
@@ -269,7 +278,7 @@ def save_checkpoint(engine, run_dir: Path, step: int, trainer_state: dict[str, A
             _write_atomically(staging / TRAINER_STATE, json.dumps(trainer_state, indent=1))
         write_manifest(staging, rank, world_size)
     except (OSError, RuntimeError) as err:
-        if not _disk_full(err):
+        if not _disk_full(err, root):
             raise
         if rank == 0:
             shutil.rmtree(staging, ignore_errors=True)

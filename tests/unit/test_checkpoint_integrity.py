@@ -232,3 +232,29 @@ def test_deepspeeds_own_loads_never_unpickle_a_hostile_checkpoint(tmp_path):
         consolidated_state_dict(checkpoint)
     assert not marker.exists()
     assert torch.load is torch.serialization.load  # put back
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs (root only; skipped where mounting is not allowed)."""
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_real_disk_full_while_saving_is_one_line(small_disk, monkeypatch):
+    """torch.save's own error on ENOSPC, not a simulated one; the free-space check is bypassed to get there."""
+    engine = FakeEngine()
+    engine.module = torch.nn.Linear(300, 300)  # 360 KB of weights
+    save(engine, small_disk, 1)
+    filler = ckpt.shutil.disk_usage(small_disk).free - 100_000  # the disk fills up (another program's output)
+    (small_disk / "filler").write_bytes(b"\0" * filler)
+    monkeypatch.setattr(ckpt, "check_free_space", lambda engine, root, step: None)
+    with pytest.raises(UserError) as raised:
+        save(engine, small_disk, 2)
+    assert "disk full while saving checkpoint step_00000002" in str(raised.value) and "step_00000001" in str(raised.value)
+    assert ckpt.resolve_checkpoint(small_disk).name == "step_00000001"
+    assert not (ckpt.checkpoint_root(small_disk) / "step_00000002.saving").exists()
