@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import UserError
+from .resources import fail_on_every_rank
 from .safe_load import weights_only_loads
 
 COMPLETE = "COMPLETE"
@@ -245,7 +246,7 @@ def check_free_space(engine, root: Path, step: int) -> None:
                           f"free space there (or lower train.keep_last), then {_resume_hint(root)}")
     dist.broadcast_object_list(verdict, src=0)
     if verdict[0]:
-        raise UserError(*verdict[0])
+        fail_on_every_rank(*verdict[0])
 
 
 def _disk_full(err: BaseException, root: Path) -> bool:

@@ -23,3 +23,16 @@ def check_out_dir_writable(out_dir: str | Path) -> None:
         blocking = next((p for p in [out_dir, *out_dir.parents] if p.exists() and not p.is_dir()), None)
         reason = f"{blocking} is a file" if blocking else (err.strerror or str(err))
         raise UserError(f"train.out_dir {out_dir} cannot be written ({reason})", "choose a directory you can write, e.g. train.out_dir=runs/<name>") from None
+
+
+def fail_on_every_rank(problem: str, fix: str) -> None:
+    """Every rank calls this with the same agreed error (a collective decision): rank 0 raises it, the
+    other ranks leave quietly with the same exit status, so the job's output holds the line once."""
+    import time
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        raise UserError(problem, fix)
+    time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
+    raise SystemExit(UserError.exit_code)

@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UserError
+from .resources import fail_on_every_rank
 
 LOCK_FILE = "RUN_LOCK"
 HEARTBEAT_S = 30
@@ -112,9 +112,5 @@ def hold_run_lock(out_dir: str | Path) -> None:
             atexit.register(release, out_dir)
             threading.Thread(target=_heartbeat, args=(out_dir / LOCK_FILE,), daemon=True).start()
     dist.broadcast_object_list(verdict, src=0)
-    if verdict[0] is None:
-        return
-    if dist.get_rank() == 0:
-        raise UserError(verdict[0], "wait for it to finish or stop it, or choose another train.out_dir")
-    time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
-    raise SystemExit(2)
+    if verdict[0] is not None:
+        fail_on_every_rank(verdict[0], "wait for it to finish or stop it, or choose another train.out_dir")
