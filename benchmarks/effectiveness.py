@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import shutil
 import socket
@@ -56,7 +57,10 @@ from fast_electra_ds.models.main import electra_config, scaled_sizes
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("mlm", "electra", "fast")
 RANDOM_INIT = "random-init"  # the no-pre-training baseline: the same main model, untrained
-TASK = "sst2"
+TASK = "sst2"  # Rotten Tomatoes in SST-2's layout
+TASKS = (TASK, "convention")  # and the party of 2012 convention speech paragraphs (finetune/convention.py)
+ROBUSTNESS = ("electra", "fast")  # also pre-trained at LR_FACTOR x the peak learning rate
+LR_FACTOR = 3.0
 
 
 # --- FLOPs and the equal budget ---------------------------------------------------------------------
@@ -152,6 +156,9 @@ class Settings:
     finetune_overrides: list[str]
     finetune_train_limit: int | None
     lr: float | None = None  # peak pre-training learning rate; None: ds_configs/zero3.json's
+    evaluations: int = 12  # validations (and checkpoints) per pre-training run: the curves
+    tasks: tuple[str, ...] = TASKS
+    robustness: bool = False  # also electra and fast at LR_FACTOR x the peak lr
     report_only: bool = False  # build the table from the finished stages, run nothing
 
     @property
@@ -220,39 +227,57 @@ def stream(command: list[str], log: Path, show) -> None:
                         "fix the cause above, then re-run: finished stages are kept")
 
 
-def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: list[str]) -> dict | None:
-    """One `deepspeed train.py` run on CPU ranks, exported to <work>/<stage>/hf."""
+def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: list[str], lr_factor: float = 1.0) -> dict | None:
+    """One `deepspeed train.py` run on CPU ranks, exported to <work>/<stage>/hf; `lr_factor` scales
+    the peak learning rate (the robustness runs)."""
     out = settings.work / stage
     if record := done(settings.work, stage):
         say(f"{stage}: done before ({record['steps']} steps, {record['wall_time_s']:.0f} s), skipped")
         return record
     if settings.report_only:
         return None
-    shutil.rmtree(out, ignore_errors=True)
-    ds_config = settings.work / "ds_config.json"
+    from fast_electra_ds.checkpoint import checkpoint_root, complete_checkpoints
+
+    # A stage cut short (a session's end) continues from its last checkpoint; its wall time adds up.
+    resume = out.is_dir() and bool(complete_checkpoints(checkpoint_root(out)))
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    ds_config = write_ds_config(settings, lr_factor)
     overrides = settings.overrides + [f"method={method}", f"train.steps={steps}", f"train.out_dir={out}",
                                       f"data.path={settings.work / 'data'}", f"data.tokenizer={settings.work / 'tokenizer'}",
-                                      f"train.log_every={max(1, steps // 10)}", "train.save_every=0", *extra]
+                                      f"train.log_every={max(1, steps // 100)}", f"train.eval_every={max(1, steps // settings.evaluations)}",
+                                      f"train.save_every={max(1, steps // settings.evaluations)}", "train.keep_last=1",
+                                      "train.progress=lines", *extra]
     command = ["deepspeed", "--num_gpus", str(settings.ranks), "--master_port", str(_free_port()), str(ROOT / "train.py"),
-               "--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides]
-    say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks (log: {settings.work / 'logs' / (stage + '.log')})")
+               "--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides, *(["--resume"] if resume else [])]
+    say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks{' (resumed)' if resume else ''} (log: {settings.work / 'logs' / (stage + '.log')})")
     started = time.time()
-    stream(command, settings.work / "logs" / f"{stage}.log", lambda line: "[fast-electra] step=" in line or "[fast-electra] method" in line)
-    wall = time.time() - started
+    partial_wall = out / "stage_wall_time.json"
+    earlier = json.loads(partial_wall.read_text())["wall_time_s"] if partial_wall.is_file() else 0.0
+    log = settings.work / "logs" / f"{stage}{'-resumed' if resume else ''}.log"
+    try:
+        stream(command, log, lambda line: "[fast-electra] step=" in line or "[fast-electra] method" in line)
+    finally:
+        partial_wall.parent.mkdir(parents=True, exist_ok=True)
+        partial_wall.write_text(json.dumps({"wall_time_s": earlier + time.time() - started}))
+    wall = earlier + time.time() - started
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    validated = [r for r in metrics if any(k.startswith("val_") for k in r)]
     return finish(settings.work, stage, {"method": method, "steps": steps, "wall_time_s": wall, "hf": str(out / "hf"),
-                                         "first": metrics[0], "last": metrics[-1]})
+                                         "first": metrics[0], "last": metrics[-1], "last_validation": validated[-1] if validated else None})
 
 
-def write_ds_config(settings: Settings) -> None:
-    """The project's ZeRO-3 JSON with this benchmark's micro-batch (the JSON owns batch sizes)."""
+def write_ds_config(settings: Settings, lr_factor: float = 1.0) -> Path:
+    """The project's ZeRO-3 JSON with this benchmark's micro-batch (the JSON owns batch sizes) and
+    peak learning rate (times `lr_factor`)."""
     config = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
     config["train_micro_batch_size_per_gpu"] = settings.micro_batch
     config.pop("train_batch_size", None)
-    if settings.lr is not None:  # the JSON owns the optimizer: set its peak rate and the schedule's alike
-        config["optimizer"]["params"]["lr"] = settings.lr
-        config["scheduler"]["params"]["warmup_max_lr"] = settings.lr
-    (settings.work / "ds_config.json").write_text(json.dumps(config, indent=1) + "\n")
+    config["optimizer"]["params"]["lr"] = pretraining_lr(settings) * lr_factor
+    config["scheduler"]["params"]["warmup_max_lr"] = "auto"  # the optimizer's lr (ds_config.py)
+    path = settings.work / ("ds_config.json" if lr_factor == 1.0 else f"ds_config_lr{lr_factor:g}x.json")
+    path.write_text(json.dumps(config, indent=1) + "\n")
+    return path
 
 
 def pretraining_lr(settings: Settings) -> float:
@@ -287,29 +312,40 @@ def glue_dir(settings: Settings) -> Path:
     return out
 
 
-def finetune(settings: Settings, name: str, model_dir: str, data: Path, seed: int) -> dict | None:
-    """One fine-tuning run (one model, one seed): `fast-electra finetune` in its own process, one thread
-    like each pre-training rank (measured: with 2 OpenMP threads on 2 busy cores a step took 5.3 s instead
-    of 0.7 s, the threads waiting on each other; OMP_NUM_THREADS from the environment wins)."""
-    stage = f"finetune-{name}-seed{seed}"
+def convention_task(settings: Settings) -> Path:
+    """Party of 2012 US convention speech paragraphs (fast_electra_ds.finetune.convention)."""
+    from fast_electra_ds.finetune.convention import write_task
+
+    out = settings.work / "convention"
+    if not (out / "convention.yaml").is_file():
+        write_task(out)
+    return out / "convention.yaml"
+
+
+def finetune(settings: Settings, name: str, model_dir: str, task: str, seed: int) -> dict | None:
+    """One fine-tuning run (one model, one task, one seed): `fast-electra finetune` in its own process, one
+    thread like each pre-training rank (measured: with 2 OpenMP threads on 2 busy cores a step took 5.3 s
+    instead of 0.7 s, the threads waiting on each other; OMP_NUM_THREADS from the environment wins)."""
+    stage = f"finetune-{name}-seed{seed}" if task == TASK else f"finetune-{task}-{name}-seed{seed}"
     if record := done(settings.work, stage):
         say(f"{stage}: done before (accuracy {record['accuracy']:.4f}), skipped")
         return record
     if settings.report_only:
         return None
     out = settings.work / "finetune" / name / f"seed{seed}"
-    shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "fast_electra_ds.cli", "finetune", "--model", model_dir, "--task", TASK,
-               "--data", str(data), "--out", str(out), "--seeds", str(seed), "--recipe", settings.recipe]
+    task_args = ["--task", TASK, "--data", str(glue_dir(settings))] if task == TASK else ["--task", str(convention_task(settings))]
+    command = [sys.executable, "-m", "fast_electra_ds.cli", "finetune", "--model", model_dir, *task_args,
+               "--out", str(out), "--seeds", str(seed), "--recipe", settings.recipe, "--no-progress"]
     if settings.finetune_overrides:
         command += ["--set", *settings.finetune_overrides]
     if settings.finetune_train_limit:  # the same fixed random subset for every model and seed
         command += ["--max-train-examples", str(settings.finetune_train_limit)]
     say(f"{stage} (log: {settings.work / 'logs' / (stage + '.log')})")
     started = time.time()
-    stream(command, settings.work / "logs" / f"{stage}.log", lambda line: line.startswith(f"{TASK} seed") and "accuracy" in line)
-    summary = json.loads((out / TASK / "summary.json").read_text())
-    return finish(settings.work, stage, {"model": name, "seed": seed, "accuracy": summary["per_seed"][str(seed)]["accuracy"],
+    shutil.rmtree(out / task, ignore_errors=True)
+    stream(command, settings.work / "logs" / f"{stage}.log", lambda line: line.startswith(f"{task} seed") and "accuracy" in line)
+    summary = json.loads((out / task / "summary.json").read_text())
+    return finish(settings.work, stage, {"model": name, "task": task, "seed": seed, "accuracy": summary["per_seed"][str(seed)]["accuracy"],
                                          "majority_baseline": summary.get("majority_baseline"), "summary": summary,
                                          "wall_time_s": time.time() - started})
 
@@ -345,13 +381,134 @@ def build_rows(per_sequence: dict, budget: float, settings: Settings, pre: dict[
                "pretrain_wall_s": record["wall_time_s"], "final_loss": record.get("last", {}).get("loss"),
                # Did the discriminator learn RTD at all? 0 means it still calls every token original.
                "final_rtd_acc_replaced": record.get("last", {}).get("rtd_acc_replaced")}
-        if fine.get(name):
-            runs = fine[name]
-            row.update({f"acc_{k}": v for k, v in accuracy_stats([r["accuracy"] for r in runs]).items()})
-            row["seeds"] = [r["seed"] for r in runs]
-            row["finetune_wall_s"] = sum(r["wall_time_s"] for r in runs)
+        validation = record.get("last_validation") or {}
+        row.update({key: validation[key] for key in LEARNING_KEYS if key in validation})
+        row["tasks"] = {}
+        for task, by_model in fine.items():
+            runs = by_model.get(name) or []
+            if not runs:
+                continue
+            row["tasks"][task] = accuracy_stats([r["accuracy"] for r in runs]) | {"seeds": len(runs)}
+            row["finetune_wall_s"] = row.get("finetune_wall_s", 0.0) + sum(r["wall_time_s"] for r in runs)
+            if task == TASK:  # the first task's columns, as before
+                row.update({f"acc_{k}": v for k, v in accuracy_stats([r["accuracy"] for r in runs]).items()})
+                row["seeds"] = [r["seed"] for r in runs]
         rows.append(row)
     return rows
+
+
+LEARNING_KEYS = ("val_mlm_loss", "val_mlm_prior_gap", "val_rtd_loss", "val_rtd_auc", "val_rtd_prior_gap", "val_rtd_context_gain")
+CONTEXT_GAIN_LEARNED = 0.02  # nats: the bar for "the discriminator learned context"
+MLM_GAP_LEARNED = 0.5  # nats below the unigram entropy: the bar for "the masked-LM learned context"
+
+
+def unigram_entropy(settings: Settings) -> float | None:
+    from fast_electra_ds.data.dataset import PackedDataset
+
+    try:
+        return PackedDataset(settings.work / "data", 128).unigram_entropy()
+    except UserError:
+        return None
+
+
+def run_metrics(settings: Settings, stage: str) -> list[dict]:
+    path = settings.work / stage / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def robustness_verdict(high: dict, default: dict | None) -> dict:
+    """Did the run at LR_FACTOR x the peak lr diverge (non-finite loss) or stall (no context learned
+    where the default-lr run learned some)?"""
+    last = high.get("last_validation") or {}
+    finite = all(math.isfinite(v) for v in (high.get("last", {}).get("loss", float("nan")), last.get("val_rtd_loss", float("nan"))))
+    gain = last.get("val_rtd_context_gain")
+    reference = (default or {}).get("last_validation", {}) or {}
+    return {"steps": high["steps"], "diverged": not finite, "val_rtd_context_gain": gain, "val_rtd_auc": last.get("val_rtd_auc"),
+            "default_lr_val_rtd_context_gain": reference.get("val_rtd_context_gain"),
+            "stalled": gain is None or gain < CONTEXT_GAIN_LEARNED}
+
+
+def render_learning(rows: list[dict], robustness: dict[str, dict], settings: Settings, majority: dict) -> str:
+    """What each model learned (held-out text, the last validation) and the second task."""
+    header = ["Model", "val MLM loss", "val MLM gap to unigram", "val RTD loss", "val RTD AUC", "val RTD prior gap",
+              "val RTD context gain", *[f"{task} median (min–max, seeds)" for task in settings.tasks]]
+    body = []
+    for r in rows:
+        cells = [r["model"], *(r.get(k) for k in LEARNING_KEYS)]
+        for task in settings.tasks:
+            t = r.get("tasks", {}).get(task)
+            cells.append(f"{t['median']:.3f} ({t['min']:.3f}–{t['max']:.3f}, {t['seeds']})" if t else None)
+        body.append(cells)
+    if any(majority.values()):
+        body.append(["majority class", None, None, None, None, None, None, *(majority.get(t) for t in settings.tasks)])
+    lines = ["", "What was learned: validation on held-out sequences (fixed masks and samples) at the end of pre-training; "
+             "fine-tuning dev accuracy on both tasks", "", markdown_table(header, body, digits=4), ""]
+    if robustness:
+        lines += [f"Robustness: electra and fast at {LR_FACTOR:g} x the peak learning rate ({pretraining_lr(settings) * LR_FACTOR:g})", ""]
+        for method, record in robustness.items():
+            last = record.get("last_validation") or {}
+            lines.append(f"- {method}: val RTD loss {last.get('val_rtd_loss')}, AUC {last.get('val_rtd_auc')}, "
+                         f"context gain {last.get('val_rtd_context_gain')} (last log: loss {record.get('last', {}).get('loss')})")
+    return "\n".join(lines)
+
+
+def summary_schema(settings: Settings, rows: list[dict], unigram: float | None, tokens: int, vocab_size: int) -> dict:
+    """The machine-readable summary the issue asks for: setting, unigram entropy, per method its
+    main-model training TFLOPs, its final validation learning metric and each task's accuracy."""
+    config = settings.run_config()
+    methods = {}
+    for r in rows:
+        entry = {"main_train_tflops": r["main_tflops"], "tasks": r.get("tasks", {})}
+        for key in ("val_mlm_loss", "val_rtd_context_gain", "val_rtd_auc", "val_rtd_prior_gap", "val_mlm_prior_gap"):
+            if key in r:
+                entry[key] = r[key]
+        methods[r["model"]] = entry
+    return {"setting": {"preset": settings.preset, "model": config.model.sizes(), "seq_len": config.data.seq_len,
+                        "vocab_size": vocab_size, "global_batch": settings.global_batch, "lr": pretraining_lr(settings),
+                        "main_steps": settings.main_steps, "corpus_tokens": tokens, "ranks": settings.ranks,
+                        "overrides": settings.overrides},
+            "unigram_entropy": unigram, "methods": methods}
+
+
+def plot_curves(path: Path, settings: Settings, stages: list[str], unigram: float | None) -> bool:
+    """Validation curves against main-model training tokens: MLM loss (mlm, the electra generator, the
+    aux) beside the unigram entropy, and the RTD context gain / AUC of every discriminator."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    tokens_per_step = settings.global_batch * settings.run_config().data.seq_len
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    drawn = False
+    for stage in ["aux", *stages]:
+        records = [r for r in run_metrics(settings, stage) if "val_loss" in r]
+        if not records:
+            continue
+        x = [r["step"] * tokens_per_step / 1e6 for r in records]
+        for ax, key in zip(axes, ("val_mlm_loss", "val_rtd_context_gain", "val_rtd_auc")):
+            if key in records[-1]:
+                ax.plot(x, [r.get(key, float("nan")) for r in records], marker=".", label=stage)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    if unigram is not None:
+        axes[0].axhline(unigram, color="black", linestyle="--", linewidth=1, label=f"unigram entropy {unigram:.2f}")
+        axes[0].axhline(unigram - MLM_GAP_LEARNED, color="grey", linestyle=":", linewidth=1, label=f"entropy - {MLM_GAP_LEARNED}")
+    axes[1].axhline(CONTEXT_GAIN_LEARNED, color="grey", linestyle=":", linewidth=1, label=f"{CONTEXT_GAIN_LEARNED} nats")
+    axes[1].axhline(0, color="black", linewidth=0.5)
+    axes[2].axhline(0.5, color="black", linewidth=0.5)
+    for ax, title in zip(axes, ("validation MLM loss (nats)", "validation RTD context gain (nats)", "validation RTD AUC")):
+        ax.set_title(title)
+        ax.set_xlabel("training tokens (millions)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def render(rows: list[dict], aux: dict | None, per_sequence: dict, budget: float, settings: Settings, corpus: dict,
@@ -479,6 +636,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out-dir", default=None, help=f"where the tables go (default {RESULTS})")
     parser.add_argument("--fresh", action="store_true", help="delete --work first and redo every stage")
     parser.add_argument("--report-only", action="store_true", help="only build the table from the stages finished so far")
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="fine-tuning tasks (default: both)")
+    parser.add_argument("--robustness", action="store_true", help=f"also pre-train {' and '.join(ROBUSTNESS)} at {LR_FACTOR:g}x the peak lr")
+    parser.add_argument("--evaluations", type=int, default=12, help="validations (and checkpoints) per pre-training run (default 12)")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -498,7 +658,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
                     budget=args.budget, methods=args.methods, seeds=pick(args.seeds, "seeds"), corpus=args.corpus,
                     pydoc=args.pydoc, recipe=args.recipe, finetune_overrides=pick(args.finetune_set, "finetune_overrides"),
                     finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"), lr=pick(args.lr, "lr"),
-                    report_only=args.report_only)
+                    report_only=args.report_only, tasks=tuple(args.tasks), robustness=args.robustness, evaluations=args.evaluations)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -544,38 +704,50 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     budget = settings.budget if settings.budget else budget_from_steps(settings.main_steps, settings.global_batch, per_sequence)
     steps = {m: steps_for_budget(budget, settings.global_batch, per_sequence[m]["main"]) for m in settings.methods}
     say(f"budget {budget / 1e12:.2f} TFLOPs of main-model training each: " + ", ".join(f"{m} {s} steps" for m, s in steps.items()))
-    write_ds_config(settings)
-
     pre: dict[str, dict] = {}
     aux = None
-    if "fast" in settings.methods:
-        aux = pretrain(settings, "aux", "aux-mlm", settings.aux_steps, [])
     for method in settings.methods:
-        extra = [f"aux.path={settings.work / 'aux' / 'hf'}"] if method == "fast" else []
+        extra = []
+        if method == "fast":  # its auxiliary model first (stage 1, once), right before it is needed
+            aux = pretrain(settings, "aux", "aux-mlm", settings.aux_steps, [])
+            extra = [f"aux.path={settings.work / 'aux' / 'hf'}"]
         pre[method] = pretrain(settings, method, method, steps[method], extra)
     pre[RANDOM_INIT] = random_init(settings, vocab_size, tokenizer.pad_token_id or 0)
     pre = {name: record for name, record in pre.items() if record is not None}  # --report-only: the finished ones
 
-    # Seed-major: every model's seed 1, then every model's seed 2, ...: a run cut short still compares all models.
-    data = glue_dir(settings)
-    fine: dict[str, list[dict]] = {name: [] for name in pre}
+    # Seed-major: every model's seed 1 on each task, then seed 2, ...: a run cut short still compares all models.
+    fine: dict[str, dict[str, list[dict]]] = {task: {name: [] for name in pre} for task in settings.tasks}
     for seed in settings.seeds:
-        for name, record in pre.items():
-            if (result := finetune(settings, name, record["hf"], data, seed)) is not None:
-                fine[name].append(result)
-    majority = next((r["majority_baseline"] for runs in fine.values() for r in runs), None)
+        for task in settings.tasks:
+            for name, record in pre.items():
+                if (result := finetune(settings, name, record["hf"], task, seed)) is not None:
+                    fine[task][name].append(result)
+    majority = {task: next((r["majority_baseline"] for runs in fine[task].values() for r in runs), None) for task in settings.tasks}
+
+    # Fast-ELECTRA's robustness claim: electra and fast again at LR_FACTOR x the peak learning rate.
+    robustness = {}
+    if settings.robustness:
+        for method in [m for m in ROBUSTNESS if m in settings.methods]:
+            extra = [f"aux.path={settings.work / 'aux' / 'hf'}"] if method == "fast" else []
+            if (record := pretrain(settings, f"{method}-lr{LR_FACTOR:g}x", method, steps[method], extra, lr_factor=LR_FACTOR)) is not None:
+                robustness[method] = record
 
     rows = build_rows(per_sequence, budget, settings, pre, fine, aux)
     wall = stages_wall_time(settings.work)
     command = "python benchmarks/effectiveness.py" + (" " + " ".join(argv) if argv else "")
-    text = render(rows, aux, per_sequence, budget, settings, corpus, majority, prepared["num_tokens"], wall, command)
+    text = render(rows, aux, per_sequence, budget, settings, corpus, majority.get(TASK), prepared["num_tokens"], wall, command)
+    text += "\n" + render_learning(rows, robustness, settings, majority)
+    unigram = unigram_entropy(settings)
     results = {"command": command, "wall_time_s": wall, "budget_flops": budget, "flops_per_sequence": per_sequence,
                "global_batch": settings.global_batch, "lr": pretraining_lr(settings), "ranks": settings.ranks, "preset": settings.preset,
                "overrides": settings.overrides, "vocab_size": vocab_size, "corpus": corpus, "tokens": prepared["num_tokens"],
-               "aux": aux, "rows": rows, "majority_baseline": majority, "seeds": settings.seeds,
-               "finetune_overrides": settings.finetune_overrides, "finetune_train_limit": settings.finetune_train_limit}
+               "aux": aux, "rows": rows, "majority_baseline": majority.get(TASK), "majority_baselines": majority, "seeds": settings.seeds,
+               "finetune_overrides": settings.finetune_overrides, "finetune_train_limit": settings.finetune_train_limit,
+               "robustness": {m: robustness_verdict(r, pre.get(m)) for m, r in robustness.items()},
+               **summary_schema(settings, rows, unigram, prepared["num_tokens"], vocab_size)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_outputs(out_dir, rows, results, text, args.quiet)
+    plot_curves(out_dir / "effectiveness_curves.png", settings, [*pre, *(f"{m}-lr{LR_FACTOR:g}x" for m in robustness)], unigram)
     say(f"done: this session {(time.time() - started) / 60:.1f} min, all stages {wall / 60:.1f} min; results in {out_dir}")
     return results
 
