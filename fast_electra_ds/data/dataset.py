@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .prepare import META_FILE, import_indexed_dataset
+from .prepare import META_FILE, entropy_of_counts, import_indexed_dataset
 
 _IDX_HEADER = b"MMIDIDX\x00\x00"
 _IDX_FIXED_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
@@ -173,11 +173,6 @@ class PackedDataset(torch.utils.data.Dataset):
             for start in range(0, len(tokens), 1 << 24):  # bounded memory for large shards
                 counts += np.bincount(tokens[start:start + (1 << 24)], minlength=self.vocab_size)[:self.vocab_size]
         return entropy_of_counts(counts)
-
-
-def entropy_of_counts(counts: np.ndarray) -> float:
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
 
 
 def validation_split(num_samples: int, val_sequences: int, blocks: int = 8) -> tuple[np.ndarray, np.ndarray]:

@@ -163,6 +163,11 @@ def _publish(tmp_dir: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def entropy_of_counts(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
 def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: str = "text",
             shard_tokens: int = 50_000_000, progress: bool = True, overwrite: bool = False,
             max_non_text_fraction: float = MAX_NON_TEXT_FRACTION) -> dict:
@@ -197,6 +202,7 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
     tmp_dir.mkdir()
     stats: dict = {"undecodable_lines": 0, "replaced_chars": 0}
     documents = empty_documents = tokens = 0
+    token_counts = np.zeros(vocab_size, dtype=np.int64)  # for the unigram entropy in meta.json
     try:
         writer = _ShardWriter(tmp_dir, dtype, shard_tokens)
         with tqdm(desc="prepare", unit=" docs", disable=not progress, file=sys.stderr) as bar:
@@ -209,6 +215,7 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
                             empty_documents += 1
                             continue
                         writer.add(token_ids)
+                        np.add.at(token_counts, token_ids, 1)
                         documents += 1
                         tokens += int(token_ids.size)
                     bar.update(len(tokenized))
@@ -226,6 +233,8 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
             "dtype": np.dtype(dtype).name,
             "num_documents": documents,
             "num_tokens": tokens,
+            # nats: the loss of a masked-LM that ignores context; training logs <mlm>_prior_gap against it
+            "unigram_entropy": entropy_of_counts(token_counts),
             "num_shards": len(shards),
             "shards": shards,
             "empty_documents_skipped": empty_documents,

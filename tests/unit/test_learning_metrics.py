@@ -125,3 +125,15 @@ def test_biases_and_layer_norms_get_no_weight_decay():
     assert [p.shape for p in by_name["all"]["params"]] == [torch.Size([4, 4]), torch.Size([10, 4])]
     assert by_name["all" + NO_DECAY]["weight_decay"] == 0.0 and len(by_name["all" + NO_DECAY]["params"]) == 3
     assert "weight_decay" not in by_name["all"]  # the optimizer's own value
+
+
+def test_prepare_records_the_unigram_entropy_the_dataset_recounts(prepared):
+    import json
+
+    from fast_electra_ds.data.dataset import PackedDataset
+
+    meta = json.loads((prepared["data"] / "meta.json").read_text())
+    dataset = PackedDataset(prepared["data"], 64)
+    assert 3.0 < meta["unigram_entropy"] < math.log(meta["vocab_size"])
+    dataset.meta.pop("unigram_entropy")  # a corpus prepared before prepare recorded it: counted from the shards
+    assert dataset.unigram_entropy() == pytest.approx(meta["unigram_entropy"], rel=1e-9)
