@@ -241,7 +241,7 @@ class Trainer:
             # A log window also ends at every checkpoint, so a resumed run logs the same windows.
             if self.state.step % cfg.log_every == 0 or saving or evaluating:
                 record = self.window_record(ctx, (time.perf_counter() - window_started) / window_steps)
-                logger.record(self.state.step, {**record, **(self.validate() if evaluating else {})})
+                logger.record(self.state.step, self.state.consumed_samples, {**record, **(self.validate() if evaluating else {})})
                 window_started, window_steps = time.perf_counter(), 0
             if stopping:
                 stopped_by_signal = True

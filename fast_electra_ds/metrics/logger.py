@@ -71,17 +71,19 @@ class RunLogger:
         left = (self.total_steps - step) / rate
         return f"{step}/{self.total_steps} {rate:.3g} steps/s eta {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d}"
 
-    def record(self, step: int, values: dict[str, Any]) -> None:
+    def record(self, step: int, samples: int, values: dict[str, Any]) -> None:
         """One record: a line of metrics.jsonl, monitor scalars and the console. Keys `val_<name>`
-        are validation metrics (monitor tag `val/<name>`), the others training ones (`train/<name>`)."""
+        are validation metrics (monitor tag `val/<name>`), the others training ones (`train/<name>`).
+        The monitor's x axis is `samples` (sequences consumed, all ranks), as in DeepSpeed's own events
+        (Train/Samples/lr): W&B needs one axis that never goes back within a run."""
         if self.rank != 0:
             return
-        record = {"step": step, **values}
+        record = {"step": step, "samples": samples, **values}
         with self.metrics_file.open("a") as out:
             out.write(json.dumps(record) + "\n")
         if self.monitor is not None:
-            events = [(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", float(v), step)
-                      for name, v in values.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
+            events = [(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", float(v), samples)
+                      for name, v in {"step": step, **values}.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
             self.monitor.write_events(events)
         train = " ".join(f"{k}={format_value(v)}" for k, v in record.items() if not k.startswith("val_"))
         val = " ".join(f"{k}={format_value(v)}" for k, v in record.items() if k.startswith("val_"))

@@ -80,10 +80,11 @@ def test_learning_metrics_validation_and_tensorboard_from_two_ranks(fast_run):
     events.Reload()
     scalars = events.Tags()["scalars"]
     assert {"train/loss", "train/rtd_auc", "train/rtd_context_gain", "train/temperature", "val/rtd_auc", "val/rtd_loss"} <= set(scalars)
-    loss = events.Scalars("train/loss")
-    assert [e.step for e in loss] == [r["step"] for r in records]
+    loss = events.Scalars("train/loss")  # x axis: samples, as DeepSpeed's own events
+    assert [e.step for e in loss] == [r["samples"] for r in records] == [16 * r["step"] for r in records]
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
-    assert [e.step for e in events.Scalars("val/rtd_auc")] == [10, 20, 30]
+    assert [e.value for e in events.Scalars("train/step")] == [r["step"] for r in records]
+    assert [e.step for e in events.Scalars("val/rtd_auc")] == [160, 320, 480]
 
     # rank 0's tqdm bar: step/total [elapsed<eta, rate]
     assert re.search(rf"{STEPS}/{STEPS} \[\d+:\d\d<00:00, +[\d.]+(step/s|s/step)", output), output[-2000:]
