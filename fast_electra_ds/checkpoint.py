@@ -240,9 +240,10 @@ def check_free_space(engine, root: Path, step: int) -> None:
     verdict: list[Any] = [None]
     if dist.get_rank() == 0:
         root.mkdir(parents=True, exist_ok=True)
-        needed, free = expected_checkpoint_bytes(engine, root), shutil.disk_usage(root).free
-        if free < needed * 1.1 + (1 << 20):
-            verdict[0] = (f"not enough free space for checkpoint {tag_for(step)} in {root}: {free / 2**20:.1f} MiB free, about {needed / 2**20:.1f} MiB needed",
+        needed = expected_checkpoint_bytes(engine, root) * 1.1 + (1 << 20)  # a margin for metadata and growth
+        free = shutil.disk_usage(root).free
+        if free < needed:
+            verdict[0] = (f"not enough free space for checkpoint {tag_for(step)} in {root}: {free / 2**20:.1f} MiB free, {needed / 2**20:.1f} MiB needed",
                           f"free space there (or lower train.keep_last), then {_resume_hint(root)}")
     dist.broadcast_object_list(verdict, src=0)
     if verdict[0]:
