@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import RESULTS, add_setting_args, markdown_table, settings_from_args, publish
-from fast_electra_ds.accounting.memory import DTYPES, TrackedStep, deepspeed_peak, track_forward_backward
+from fast_electra_ds.accounting.memory import DTYPES, TrackedStep, ZeroBuffers, deepspeed_peak, track_forward_backward
 from fast_electra_ds.accounting.paper import PAPER_TABLES, PaperAux, PaperMain, PaperSetting, get_setting, paper_params
 from fast_electra_ds.models.pretraining import share_embeddings
 
@@ -101,22 +101,22 @@ def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
     return build
 
 
-def reduce_bucket(setting: PaperSetting) -> tuple[int, bool]:
-    """reduce_bucket_size and contiguous_gradients of the DeepSpeed config the measured step uses."""
+def zero_buffers(setting: PaperSetting) -> ZeroBuffers:
+    """The ZeRO buffer settings of the DeepSpeed config the measured step uses (ds_configs/zero3.json)."""
     from fast_electra_ds.accounting.engine_memory import ds_config_for
 
-    zero = ds_config_for(setting).get("zero_optimization", {})
-    return int(zero.get("reduce_bucket_size", 500_000_000)), bool(zero.get("contiguous_gradients", True))
+    return ZeroBuffers.from_ds_config(ds_config_for(setting))
 
 
 def simulate(setting: PaperSetting, fake: bool = True, device: str = "cpu", progress: tqdm | None = None) -> dict:
-    bucket, contiguous = reduce_bucket(setting)
+    zero = zero_buffers(setting)
     per_rank, detail = {}, {}
     for kind in KINDS:
         if progress is not None:
             progress.set_postfix_str(f"{setting.name} {kind}")
-        step: TrackedStep = track_forward_backward(step_builder(setting, kind, device), fake=fake)
-        parts = deepspeed_peak(step, setting.zero_stage, setting.world_size, setting.precision, bucket, contiguous)
+        step: TrackedStep = track_forward_backward(step_builder(setting, kind, device), fake=fake,
+                                                   persistence_threshold=zero.param_persistence_threshold)
+        parts = deepspeed_peak(step, setting.zero_stage, setting.world_size, setting.precision, zero=zero)
         per_rank[kind], detail[kind] = parts["total"], {**parts, "trained_params": step.trained_numel}
         if progress is not None:
             progress.update(1)
@@ -192,7 +192,7 @@ def render(results: dict) -> str:
                      f"ZeRO-{o['zero_stage']}, {o['world_size']} rank(s); Original's generator: "
                      f"{GENERATORS[r['setting'].get('original_generator', 'electra')]}; the frozen aux's 16-bit parameters: "
                      f"{o['aux_param_bytes_16bit'] / GB:.3f} GB; Original total = model states {d.get('model_states', 0) / GB:.2f} + "
-                     f"buffers {d.get('buffers', 0) / GB:.2f} + activations/gradients {d.get('dynamic', 0) / GB:.2f} GB.")
+                     f"buffers {d.get('buffers', 0) / GB:.2f} + gathered parameters {d.get('gathered', 0) / GB:.2f} + activations/gradients {d.get('dynamic', 0) / GB:.2f} GB.")
     text = ("Peak memory of one training step per rank, GB = 10⁹ bytes (simulated: FakeTensorMode + MemTracker for the "
             "16-bit forward/backward, DeepSpeed's model states and buffers from the parameter counts)\n\n"
             + markdown_table(header, rows, digits=2) + "\n\n" + "\n".join(notes))

@@ -19,7 +19,7 @@ import torch
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from ..models.corrective_lm import CorrectiveLMHead
-from ..models.pretraining import copy_mechanism_log_probs
+from ..models.vocab_loss import copy_mechanism_scores, vocab_log_probs
 
 
 @dataclass
@@ -129,8 +129,9 @@ class PaperMain(torch.nn.Module):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(rtd, is_replaced.float())
         if self.clm is not None:
             original = input_ids if original_ids is None else original_ids
-            logits = self.clm.logits(hidden.flatten(0, 1))
-            log_p = copy_mechanism_log_probs(logits, -rtd.detach().flatten(), input_ids.flatten(), original.flatten())
+            inputs, targets = input_ids.flatten(), original.flatten()  # the head in chunks, as CorrectiveLMHead.forward
+            scores = vocab_log_probs(self.clm.predictions(hidden.flatten(0, 1)), self.clm.decoder, targets, inputs=inputs)
+            log_p, _ = copy_mechanism_scores(scores, -rtd.detach().flatten(), inputs, targets)
             loss = loss + self.clm.loss_weight * -log_p.mean()
         return loss
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..objectives import Metrics, ratio
 
-CHUNK_ELEMENTS = 1 << 25  # logits per chunk: 128 MiB in float32 (256 rows at V = 128k, 1099 at 30522)
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB in float32 (128 rows at V = 128k, 549 at 30522)
 
 
 class VocabScores(NamedTuple):
@@ -101,7 +101,9 @@ class _ChunkedLogProbs(torch.autograd.Function):
         w = weight.to(dtype)
         b = bias.to(dtype) if bias is not None else None
         grad_features = torch.empty_like(features)
-        grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        # in the weight's dtype: a float32 [V x e] buffer would be the largest tensor of the head's backward
+        # (393 MB at V = 128k, e = 768); each chunk's GEMM accumulates in float32 and rounds once
+        grad_weight = torch.zeros_like(weight)
         grad_bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device)
         with torch.autocast(features.device.type, enabled=False):
             for start in range(0, len(features), ctx.chunk):
@@ -113,8 +115,11 @@ class _ChunkedLogProbs(torch.autograd.Function):
                 grad_bias += grad_logits.sum(dim=0)
                 grad_logits = grad_logits.to(dtype)
                 grad_features[rows] = grad_logits @ w
-                grad_weight += (grad_logits.t() @ hidden).float()
-        return (grad_features, grad_weight.to(weight.dtype), grad_bias.to(bias.dtype) if bias is not None else None,
+                if weight.dtype == dtype:
+                    grad_weight.addmm_(grad_logits.t(), hidden)
+                else:  # autocast: the GEMM in its dtype, as autograd's, then added to the float32 gradient
+                    grad_weight += grad_logits.t() @ hidden
+        return (grad_features, grad_weight, grad_bias.to(bias.dtype) if bias is not None else None,
                 None, None, None, None)
 
 

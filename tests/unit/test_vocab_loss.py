@@ -125,3 +125,18 @@ def test_no_rows():
     layer, _, _ = head_and_data()
     scores = vocab_log_probs(torch.zeros(0, EMBED, requires_grad=True), layer, torch.zeros(0, dtype=torch.long))
     assert scores.target.shape == scores.argmax.shape == (0,)
+
+
+def test_a_16_bit_layer_as_deepspeed_runs_it():
+    """bf16 parameters and inputs, no autocast (DeepSpeed's bf16 engine): gradients within bf16 rounding
+    of autograd's, the weight's accumulated over the chunks in its own dtype."""
+    layer, features, targets = head_and_data(7)
+    layer = layer.bfloat16()
+    features = features.detach().bfloat16().requires_grad_()
+    expected = F.cross_entropy(layer(features).float(), targets)
+    expected_grads = grads(expected, features, layer.weight, layer.bias)
+    loss = -vocab_log_probs(features, layer, targets, chunk_rows=9).target.mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    for g, w in zip(grads(loss, features, layer.weight, layer.bias), expected_grads):
+        assert g.dtype == torch.bfloat16
+        torch.testing.assert_close(g, w, rtol=3e-2, atol=2e-4)
