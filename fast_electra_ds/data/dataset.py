@@ -1,93 +1,70 @@
 """Packed pre-training samples over prepared shards, and the per-rank micro-batch stream.
 
 Packing: the documents of all shards, in order, form one token stream with a [SEP] between
-consecutive documents. The stream is cut into pieces of `seq_len - 2` tokens and every sample is
+consecutive documents (a document split into sentences, one IndexedDataset sequence each, is one
+run of text). The stream is cut into pieces of `seq_len - 2` tokens and every sample is
 `[CLS] piece [SEP]`; the last sample is padded with [PAD] (attention_mask 0). No token is dropped
 and none is repeated within an epoch.
 """
 from __future__ import annotations
 
 import json
-import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import UserError
-from .prepare import META_FILE, entropy_of_counts, import_indexed_dataset
-
-_IDX_HEADER = b"MMIDIDX\x00\x00"
-_IDX_FIXED_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
-_DTYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 8, 7: 4, 8: 2}  # megatron DType code -> bytes
+from .indexed import open_shard, resolve_corpus, token_counts
+from .prepare import META_FILE, entropy_of_counts
 
 
 def _rerun(data_dir: Path) -> str:
     return f"re-run `fast-electra prepare` to rebuild {data_dir}"
 
 
-def _check_idx_file(idx_path: Path, data_dir: Path) -> None:
-    """Validate the .idx header and sizes ourselves: megatron reads garbage without complaint
-    (or with bare asserts) when a file is truncated or corrupted."""
-    name = idx_path.with_suffix("").name
-    with open(idx_path, "rb") as f:
-        head = f.read(_IDX_FIXED_BYTES)
-    if len(head) < _IDX_FIXED_BYTES or head[:9] != _IDX_HEADER:
-        raise UserError(f"shard {name} has a corrupted index file {idx_path.name} (bad header)", _rerun(data_dir))
-    version, code, sequences, documents = struct.unpack("<QBQQ", head[9:])
-    if version != 1 or code not in _DTYPE_SIZES:
-        raise UserError(f"shard {name} has a corrupted index file {idx_path.name} (version {version}, dtype code {code})", _rerun(data_dir))
-    expected = _IDX_FIXED_BYTES + sequences * (4 + 8) + documents * 8
-    if os.path.getsize(idx_path) != expected:
-        raise UserError(f"shard {name} has a truncated or corrupted index file {idx_path.name} "
-                        f"({os.path.getsize(idx_path)} bytes, expected {expected})", _rerun(data_dir))
-
-
-def _open_shard(data_dir: Path, name: str, expected: dict | None):
-    """Open one shard as a megatron IndexedDataset, converting every failure into a UserError."""
-    prefix = data_dir / name
-    idx_path, bin_path = Path(str(prefix) + ".idx"), Path(str(prefix) + ".bin")
-    for path in (idx_path, bin_path):
-        if not path.is_file():
-            raise UserError(f"shard {name} is missing its {path.suffix} file ({path})", _rerun(data_dir))
-    _check_idx_file(idx_path, data_dir)
-    if os.path.getsize(bin_path) == 0:
-        raise UserError(f"shard {name} has an empty data file {bin_path.name}", _rerun(data_dir))
-    try:
-        shard = import_indexed_dataset().IndexedDataset(str(prefix))
-    except (AssertionError, ValueError, OSError, KeyError, struct.error) as e:
-        raise UserError(f"shard {name} cannot be read ({type(e).__name__}: {e})", _rerun(data_dir)) from None
-
-    lengths = shard.index.sequence_lengths.astype(np.int64)
-    pointers = shard.index.sequence_pointers
-    item_bytes = shard.index.dtype_size
-    bin_bytes = os.path.getsize(bin_path)
-    if len(lengths) != len(shard.get_document_indices()) - 1:
-        raise UserError(f"shard {name} does not hold one sequence per document", _rerun(data_dir))
-    if (lengths < 0).any() or int(lengths.sum()) * item_bytes != bin_bytes or (
-        len(lengths) and (pointers[0] != 0 or (np.diff(pointers) != lengths[:-1] * item_bytes).any())
-    ):
-        raise UserError(f"shard {name}: data file {bin_path.name} ({bin_bytes} bytes) does not match its index "
-                        f"({int(lengths.sum())} tokens of {item_bytes} bytes); it is truncated or corrupted", _rerun(data_dir))
-    if expected is not None and (expected.get("tokens"), expected.get("documents")) != (int(lengths.sum()), len(lengths)):
-        raise UserError(f"shard {name} holds {int(lengths.sum())} tokens in {len(lengths)} documents but meta.json "
-                        f"records {expected.get('tokens')} in {expected.get('documents')}", _rerun(data_dir))
-    return shard, lengths
+def _note(text: str) -> None:
+    """One line on rank 0 (the dataset is built before the trainer's logger)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(f"[fast-electra] {text}", flush=True)
 
 
 class PackedDataset(torch.utils.data.Dataset):
-    """Fixed-length `[CLS] ... [SEP]` samples over the shards of a prepared dataset directory.
+    """Fixed-length `[CLS] ... [SEP]` samples over the shards of a prepared dataset directory, or of
+    Megatron/NeMo IndexedDataset prefixes (data/indexed.py says which `path`s are read).
 
     Item i is {"input_ids": LongTensor[seq_len], "attention_mask": LongTensor[seq_len]}. Only the
     documents that overlap the sample are read (from memory-mapped shard files)."""
 
-    def __init__(self, data_dir, seq_len: int, tokenizer=None):
-        self.data_dir = data_dir = Path(data_dir)
+    def __init__(self, path, seq_len: int, tokenizer=None):
+        if seq_len < 3:
+            raise UserError(f"sequence length {seq_len} is too short", "use a sequence length of at least 3 ([CLS] token [SEP])")
+        self.seq_len = int(seq_len)
+        self._counts = None  # token frequencies, counted once when needed
+        prepared, prefixes = resolve_corpus(path)
+        if prepared is not None:
+            self._open_prepared(prepared, tokenizer)
+        else:
+            self._open_megatron_corpus(prefixes, tokenizer)
+
+        # Global document k lives in shard doc_shard[k], from token doc_offset[k] on.
+        self.doc_lengths = np.concatenate([s.doc_lengths for s in self.shards] or [np.zeros(0, np.int64)])
+        self.doc_shard = np.concatenate([np.full(len(s.doc_lengths), i, np.int32) for i, s in enumerate(self.shards)] or [np.zeros(0, np.int32)])
+        self.doc_offset = np.concatenate([s.doc_offsets for s in self.shards] or [np.zeros(0, np.int64)])
+
+        self.num_tokens = int(self.doc_lengths.sum())
+        if self.num_tokens == 0:
+            raise UserError(f"{self.data_dir} contains no tokens", "re-run `fast-electra prepare` on files with text")
+        # Stream position where document k starts: its preceding documents plus one [SEP] each.
+        self.doc_starts = np.concatenate([[0], np.cumsum(self.doc_lengths + 1)[:-1]]).astype(np.int64)
+        self.stream_length = self.num_tokens + len(self.doc_lengths) - 1
+        self.tokens_per_sample = self.seq_len - 2
+        self.num_samples = -(-self.stream_length // self.tokens_per_sample)
+
+    def _open_prepared(self, data_dir: Path, tokenizer) -> None:
+        """A `fast-electra prepare` directory: meta.json names the shards and the tokenizer's fingerprint."""
+        self.data_dir = data_dir
         meta_path = data_dir / META_FILE
-        if not meta_path.is_file():
-            raise UserError(f"{data_dir} is not a prepared dataset (no {META_FILE})",
-                            "run `fast-electra prepare` to create it (an interrupted prepare leaves no meta.json)")
         try:
             self.meta = meta = json.loads(meta_path.read_text())
             self.vocab_size = int(meta["vocab_size"])
@@ -96,9 +73,6 @@ class PackedDataset(torch.utils.data.Dataset):
             shard_entries = meta["shards"]
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{meta_path} is corrupted ({type(e).__name__}: {e})", _rerun(data_dir)) from None
-        if seq_len < 3:
-            raise UserError(f"sequence length {seq_len} is too short", "use a sequence length of at least 3 ([CLS] token [SEP])")
-        self.seq_len = int(seq_len)
 
         if tokenizer is not None:
             from .tokenizer import tokenizer_fingerprint
@@ -108,26 +82,42 @@ class PackedDataset(torch.utils.data.Dataset):
                                 f"{len(tokenizer)} tokens) is not the one {data_dir} was prepared with "
                                 f"(fingerprint {self.fingerprint}, {self.vocab_size} tokens)",
                                 "re-run `fast-electra prepare` with this tokenizer, or use the tokenizer the data was prepared with")
+        self.shards = [open_shard(data_dir / entry["name"], _rerun(data_dir), entry) for entry in shard_entries]
 
-        self.shards = []
-        lengths_per_shard = []
-        for entry in shard_entries:
-            shard, lengths = _open_shard(data_dir, entry["name"], entry)
-            self.shards.append(shard)
-            lengths_per_shard.append(lengths)
-        self.doc_lengths = np.concatenate(lengths_per_shard) if lengths_per_shard else np.zeros(0, np.int64)
-        # Global document k lives in shard doc_shard[k] as sequence doc_local[k].
-        self.doc_shard = np.concatenate([np.full(len(l), i, np.int32) for i, l in enumerate(lengths_per_shard)] or [np.zeros(0, np.int32)])
-        self.doc_local = np.concatenate([np.arange(len(l), dtype=np.int64) for l in lengths_per_shard] or [np.zeros(0, np.int64)])
+    def _open_megatron_corpus(self, prefixes: list[Path], tokenizer) -> None:
+        """Bare .bin/.idx prefixes: the vocabulary is the given tokenizer's; with no fingerprint to
+        compare, only the token id range can be checked against it."""
+        from .tokenizer import special_token_ids, tokenizer_fingerprint
 
-        self.num_tokens = int(self.doc_lengths.sum())
-        if self.num_tokens == 0:
-            raise UserError(f"{data_dir} contains no tokens", "re-run `fast-electra prepare` on files with text")
-        # Stream position where document k starts: its preceding documents plus one [SEP] each.
-        self.doc_starts = np.concatenate([[0], np.cumsum(self.doc_lengths + 1)[:-1]]).astype(np.int64)
-        self.stream_length = self.num_tokens + len(self.doc_lengths) - 1
-        self.tokens_per_sample = self.seq_len - 2
-        self.num_samples = -(-self.stream_length // self.tokens_per_sample)
+        self.data_dir = prefixes[0].parent
+        where = str(prefixes[0]) if len(prefixes) == 1 else f"{len(prefixes)} Megatron/NeMo prefixes ({prefixes[0]}, ...)"
+        if tokenizer is None:
+            raise UserError(f"{where} has no {META_FILE} naming its vocabulary", "pass the tokenizer it was tokenized with (data.tokenizer=DIR)")
+        self.vocab_size = len(tokenizer)
+        self.special_ids = special_token_ids(tokenizer)
+        missing = [key for key in ("pad", "cls", "sep", "mask") if self.special_ids[key] is None]
+        if missing:
+            raise UserError(f"the tokenizer has no {', '.join(missing)} token, which packing and masking need",
+                            "use a tokenizer with [PAD], [CLS], [SEP] and [MASK] tokens (BERT-style)")
+        self.fingerprint = tokenizer_fingerprint(tokenizer)
+        self.shards = [open_shard(p, f"check {p}.bin/.idx, or rebuild them with Megatron's tools/preprocess_data.py") for p in prefixes]
+        counts = self.token_counts()
+        max_id = int(np.flatnonzero(counts).max()) if counts.any() else -1
+        if max_id >= self.vocab_size:
+            raise UserError(f"{where} holds token id {max_id}, outside the tokenizer's {self.vocab_size} ids",
+                            "pass data.tokenizer=<the tokenizer the corpus was tokenized with>")
+        documents = sum(len(s.doc_lengths) for s in self.shards)
+        self.meta = {"format": "megatron-indexed", "prefixes": [str(p) for p in prefixes], "vocab_size": self.vocab_size,
+                     "special_ids": self.special_ids, "tokenizer_fingerprint": self.fingerprint,
+                     "num_documents": documents, "num_tokens": int(counts.sum())}
+        _note(f"data: {where}: {documents} documents, {int(counts.sum())} tokens; no {META_FILE}, so only the token id range "
+              f"could be checked against the tokenizer (max id {max_id} < {self.vocab_size}): its ids are taken to be this tokenizer's")
+
+    def token_counts(self) -> np.ndarray:
+        """How often each token id occurs in the corpus (counted from the shards once)."""
+        if self._counts is None:
+            self._counts = token_counts(self.shards, self.vocab_size)
+        return self._counts
 
     def __len__(self) -> int:
         return self.num_samples
@@ -140,8 +130,8 @@ class PackedDataset(torch.utils.data.Dataset):
             doc_start, doc_len = int(self.doc_starts[k]), int(self.doc_lengths[k])
             lo, hi = max(start, doc_start), min(stop, doc_start + doc_len)
             if hi > lo:
-                shard = self.shards[self.doc_shard[k]]
-                out[lo - start:hi - start] = shard.get(int(self.doc_local[k]), offset=lo - doc_start, length=hi - lo)
+                first = int(self.doc_offset[k]) + lo - doc_start
+                out[lo - start:hi - start] = self.shards[self.doc_shard[k]].tokens[first:first + hi - lo]
             k += 1
         return out
 
@@ -167,12 +157,7 @@ class PackedDataset(torch.utils.data.Dataset):
         frequencies and ignores context. `prepare` records it in meta.json; counted here otherwise."""
         if "unigram_entropy" in self.meta:
             return float(self.meta["unigram_entropy"])
-        counts = np.zeros(self.vocab_size, dtype=np.int64)
-        for entry, shard in zip(self.meta["shards"], self.shards):
-            tokens = np.memmap(self.data_dir / (entry["name"] + ".bin"), dtype=shard.index.dtype, mode="r")
-            for start in range(0, len(tokens), 1 << 24):  # bounded memory for large shards
-                counts += np.bincount(tokens[start:start + (1 << 24)], minlength=self.vocab_size)[:self.vocab_size]
-        return entropy_of_counts(counts)
+        return entropy_of_counts(self.token_counts()[:self.vocab_size])
 
 
 def validation_split(num_samples: int, val_sequences: int, blocks: int = 8) -> tuple[np.ndarray, np.ndarray]:
