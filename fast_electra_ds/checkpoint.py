@@ -166,7 +166,7 @@ def resolve_checkpoint(path: str | Path, all_ranks: bool = False) -> Path:
         problem = _shared_damage(checkpoint, all_ranks)
         if not problem:
             if problems:
-                _warn(f"checkpoint {problems[-1][0]} is damaged ({problems[-1][1]}); using {checkpoint} instead")
+                _warn("; ".join(f"checkpoint {c} is damaged ({p})" for c, p in problems) + f"; using {checkpoint} instead")
             return checkpoint
         problems.append((checkpoint, problem))
     newest, problem = problems[0]

@@ -109,6 +109,17 @@ def test_resume_skips_a_damaged_newest_checkpoint_with_one_line(run, capsys, nam
         ckpt.resolve_checkpoint(newest)
 
 
+def test_several_damaged_checkpoints_are_named_in_one_line(run, capsys):
+    run, _ = run
+    root = ckpt.checkpoint_root(run)
+    truncate(root / "step_00000009" / "trainer_state.json")
+    flip_a_bit(root / "step_00000006" / "zero_pp_rank_0_mp_rank_00_model_states.pt")
+    assert ckpt.resolve_checkpoint(run).name == "step_00000003"
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "step_00000009 is damaged (trainer_state.json" in warnings[0], warnings
+    assert "step_00000006 is damaged (zero_pp_rank_0_mp_rank_00_model_states.pt" in warnings[0], warnings
+
+
 def test_no_intact_checkpoint_is_one_error(tmp_path):
     engine = FakeEngine()
     save(engine, tmp_path, 3)
