@@ -36,6 +36,8 @@ setup(
         "tensorboard",  # the shipped DeepSpeed configs turn on its TensorBoard monitor (run_dir/tensorboard)
         "scikit-learn",  # the fine-tuning metrics (it brings scipy, for the correlations)
     ],
-    extras_require={"test": ["pytest>=8"], "bench": ["matplotlib"]},  # bench: the PNG charts of benchmarks/report.py
+    # pyarrow: `prepare` reads .parquet/.arrow with it (imported only then; Hugging Face datasets brings it);
+    # datasets: the tests write those files as it does. bench: the PNG charts of benchmarks/report.py.
+    extras_require={"test": ["pytest>=8", "pyarrow", "datasets"], "bench": ["matplotlib"]},
     entry_points={"console_scripts": ["fast-electra=fast_electra_ds.cli:main"]},
 )

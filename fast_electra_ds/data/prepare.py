@@ -182,7 +182,9 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
         raise UserError("no input files given", "pass --input FILE [FILE ...]")
     for path in input_files:  # fail fast, before spawning workers
         if path.is_dir():
-            raise UserError(f"input {path} is a directory", f"pass the text files inside it, e.g. --input {path}/*.txt")
+            # e.g. a Hugging Face `save_to_disk` directory: its data is in data-*.arrow files
+            kind = next((s for s in (".arrow", ".parquet", ".jsonl") if any(path.glob(f"*{s}"))), ".txt")
+            raise UserError(f"input {path} is a directory", f"pass the files inside it, e.g. --input {path}/*{kind}")
         if not path.is_file():
             raise UserError(f"input file {path} does not exist", "check the --input path")
     if workers < 1:
@@ -256,11 +258,11 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fast-electra prepare",
                                      description="Tokenize text into Megatron IndexedDataset shards for pre-training.")
-    parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text (.txt), JSON lines (.jsonl) or .json files; .gz/.bz2 ok")
+    parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text (.txt), JSON lines (.jsonl), .json, or Hugging Face datasets' .parquet / .arrow files; .gz/.bz2 ok for text and JSON")
     parser.add_argument("--tokenizer", required=True, metavar="DIR", help="Hugging Face tokenizer directory")
     parser.add_argument("--out", required=True, metavar="DIR", help="output dataset directory")
     parser.add_argument("--workers", type=int, default=2, help="tokenizer processes (default: 2)")
-    parser.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
+    parser.add_argument("--text-field", default="text", help="JSON field or Parquet/Arrow column holding the text (default: text)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--max-non-text-fraction", type=float, default=MAX_NON_TEXT_FRACTION, metavar="F",
                         help=f"refuse input whose decoded characters are more than F undecodable bytes or control characters (default: {MAX_NON_TEXT_FRACTION})")

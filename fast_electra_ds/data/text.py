@@ -3,10 +3,14 @@
 Formats (chosen by file name):
   * `.jsonl`: one JSON object per line, the document is `obj[text_field]`.
   * `.json`: a JSON array of objects (or strings); a file that is really JSON lines also works.
+  * `.parquet`, `.arrow`: columnar files as Hugging Face `datasets` writes them (`to_parquet`,
+    `save_to_disk`'s data-*.arrow, its cache files) or pyarrow does (Arrow IPC file or stream);
+    the document is the `text_field` column. Read a record batch at a time, with pyarrow.
   * a MediaWiki XML dump (recognised by its `<mediawiki` start, any name): one document per article,
     markup stripped (data/wiki.py).
   * anything else: plain text, one document per blank-line-separated block.
-A trailing `.gz` / `.bz2` is decompressed on the fly (`corpus.jsonl.gz` is JSON lines).
+A trailing `.gz` / `.bz2` is decompressed on the fly (`corpus.jsonl.gz` is JSON lines; not for the
+columnar formats, which compress inside).
 
 Bytes that are not valid UTF-8 are replaced with U+FFFD and counted into `stats` rather than
 failing: a few bad bytes in a multi-GB crawl should not stop a pre-training run, but the count
@@ -18,6 +22,7 @@ import bz2
 import gzip
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator, MutableMapping
 
@@ -94,6 +99,8 @@ def _field_text(obj, text_field: str, where: str) -> str:
         keys = ", ".join(sorted(map(str, obj))[:10]) or "none"
         raise UserError(f"{where} has no field {text_field!r} (fields: {keys})", "pass --text-field with the field that holds the text")
     text = obj[text_field]
+    if text is None:  # a missing value (Hugging Face datasets writes null): no document
+        return ""
     if not isinstance(text, str):
         raise UserError(f"{where}: field {text_field!r} is a {type(text).__name__}, not a string", "pass --text-field naming a text field")
     return text
@@ -123,11 +130,73 @@ def _json_documents(path: Path, text_field: str, stats) -> Iterator[str]:
         yield _field_text(obj, text_field, f"{path} item {i}").strip()
 
 
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # not tab or line breaks
+_COLUMNAR = (".parquet", ".arrow")
+
+
+def _import_pyarrow(path: Path):
+    try:
+        import pyarrow
+        import pyarrow.ipc
+        import pyarrow.parquet
+    except ImportError:
+        raise UserError(f"reading {path.name} needs pyarrow, which is not installed",
+                        "pip install pyarrow (Hugging Face datasets brings it)") from None
+    return pyarrow
+
+
+def _record_batches(pa, path: Path, text_field: str):
+    """The record batches of a Parquet or Arrow file holding `text_field`, read lazily."""
+    try:
+        if _format_suffix(path) == ".parquet":
+            parquet = pa.parquet.ParquetFile(path)
+            names = parquet.schema_arrow.names
+            batches = parquet.iter_batches(batch_size=1024, columns=[text_field])  # lazy: nothing read before the check below
+        else:
+            source = pa.memory_map(str(path))
+            try:  # the random-access file format (pyarrow's default for .arrow files) ...
+                reader = pa.ipc.open_file(source)
+                names = reader.schema.names
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:  # ... or the stream format (what Hugging Face datasets writes)
+                source.seek(0)
+                reader = pa.ipc.open_stream(source)
+                names = reader.schema.names
+                batches = iter(reader)
+    except (pa.ArrowException, OSError) as e:
+        kind = "Parquet" if _format_suffix(path) == ".parquet" else "Arrow IPC"
+        raise UserError(f"{path} is not a readable {kind} file ({str(e).splitlines()[0]})", f"pass a complete {kind} file") from None
+    if text_field not in names:
+        raise UserError(f"{path} has no column {text_field!r} (columns: {', '.join(names[:20]) or 'none'})",
+                        "pass --text-field with the column that holds the text")
+    return batches
+
+
+def _columnar_documents(path: Path, text_field: str, stats) -> Iterator[str]:
+    if path.suffix.lower() in _OPENERS:
+        raise UserError(f"{path} is a compressed {_format_suffix(path)} file", "pass it uncompressed (Parquet and Arrow compress inside)")
+    pa = _import_pyarrow(path)
+    try:
+        for batch in _record_batches(pa, path, text_field):
+            column = batch.column(batch.schema.get_field_index(text_field))
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                raise UserError(f"{path}: column {text_field!r} is of type {column.type}, not text",
+                                "pass --text-field naming a text column")
+            for text in column.to_pylist():
+                if text is None:  # a missing value: no document
+                    continue
+                _count(stats, "chars", len(text))
+                _count(stats, "control_chars", len(_CONTROL_CHARS.findall(text)))
+                yield text.strip()
+    except (pa.ArrowException, OSError) as e:  # e.g. a file truncated after its schema
+        raise UserError(f"cannot read {path} ({str(e).splitlines()[0]})", "check that the file is complete") from None
+
+
 def iter_documents(path, text_field: str = "text", stats: MutableMapping | None = None) -> Iterator[str]:
     """Yield the non-empty documents of one input file (see the module docstring for formats).
 
     `stats`, if given, is a dict that receives `undecodable_lines`, `replaced_chars`, `chars` and
-    `control_chars` counts (plain text and JSON; a wiki dump is not counted)
+    `control_chars` counts (plain text, JSON, Parquet and Arrow; a wiki dump is not counted).
     Raises UserError for a missing, empty or text-less file and for malformed JSON(L) lines.
     """
     path = Path(path)
@@ -143,6 +212,8 @@ def iter_documents(path, text_field: str = "text", stats: MutableMapping | None 
         documents = _jsonl_documents(path, text_field, stats)
     elif suffix == ".json":
         documents = _json_documents(path, text_field, stats)
+    elif suffix in _COLUMNAR:
+        documents = _columnar_documents(path, text_field, stats)
     elif is_wiki_dump(path):
         documents = iter_wiki_documents(path)
     else:

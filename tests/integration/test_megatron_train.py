@@ -1,0 +1,35 @@
+"""`python train.py` on a sentence-split corpus written by megatron-core's own IndexedDatasetBuilder,
+passed as a bare .bin/.idx prefix (no meta.json), as a Megatron-LM or NeMo user would."""
+import json
+import math
+import re
+
+import numpy as np
+import torch
+
+from fast_electra_ds.data.prepare import import_indexed_dataset
+from fast_electra_ds.data.text import iter_documents
+from fast_electra_ds.data.tokenizer import load_tokenizer
+from tests.conftest import ROOT, run_train_single
+
+
+def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):
+    tokenizer = load_tokenizer(prepared["tokenizer"])
+    prefix = tmp_path / "pydoc_text_sentence"
+    builder = import_indexed_dataset().IndexedDatasetBuilder(str(prefix) + ".bin", dtype=np.int32)
+    for document in iter_documents(corpus):
+        for sentence in re.split(r"(?<=[.!?:])\s+", document):
+            builder.add_item(torch.tensor(tokenizer(sentence, add_special_tokens=False)["input_ids"]))
+        builder.end_document()
+    builder.finalize(str(prefix) + ".idx")
+
+    run = tmp_path / "run"
+    result = run_train_single(["--ds_config", str(ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+                               "method=electra", f"data.path={prefix}", f"data.tokenizer={prepared['tokenizer']}",
+                               f"train.out_dir={run}", "train.steps=3", "train.export=false"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "no meta.json, so only the token id range could be checked against the tokenizer" in result.stdout
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in steps)
