@@ -1,5 +1,6 @@
 """The benchmarks' accounting: analytic FLOPs (hand-checked), FlopCounterMode with the CPU SDPA
 formula against the analytic count, and one tiny run of each benchmark script."""
+import json
 import sys
 from pathlib import Path
 
@@ -152,6 +153,9 @@ def test_throughput_drives_any_method_with_the_trainers_hooks():
 def test_report_script_tiny(tmp_path):
     from benchmarks import report
     report.main(["--quick", "--settings", "tiny", "--steps", "1", "--validate", "tiny", "--validate-stages", "3", "--throughput-preset", "tiny",
-                 "--out", str(tmp_path), "--no-readme"])
-    for name in ("flops.csv", "memory.csv", "memory_validation.csv", "throughput.csv", "report.md", "flops.json"):
+                 "--engine-shapes", "tiny", "--out", str(tmp_path), "--no-readme"])
+    for name in ("flops.csv", "memory.csv", "memory_validation.csv", "throughput.csv", "report.md", "flops.json", "engine_throughput.json"):
         assert (tmp_path / name).is_file()
+    targets = json.loads((tmp_path / "targets.json").read_text())
+    assert targets["engine"] == "deepspeed" and set(targets["fast_over_original_step_time"]) == {"tiny"}
+    assert set(targets["fast_over_original_memory"]) == set(targets["fast_over_electra_memory"]) == {"tiny"}

@@ -1,0 +1,264 @@
+"""Step time through the DeepSpeed engine the trainer runs (issue 14): deepspeed.initialize on the
+method's module with the shipped ds_configs/zero3.json (ZeRO-3, bf16), then per step prepare_batch,
+engine forward, engine.backward, before_optimizer_step, engine.step, as trainer.Trainer.train. On 1 and
+2 ranks (processes started here; gloo on CPU, nccl on GPUs), the methods interleaved (one step of each
+in turn), median over steps of the slowest rank's step time.
+
+    python benchmarks/engine_throughput.py [--shapes small base] [--ranks 1 2] [--steps 4] [--warmup 1]
+
+Methods: `fast`; `original` = method electra with a generator of the aux model's size (depth 1/3, full
+width: the poster's Original); `electra` = method electra as config.py builds it (ELECTRA's 1/4-width
+generator). Shapes (main model preset, sequence, micro-batch, vocabulary): small = small, 128, 8, 30522;
+base = base, 256, 1, 30522 (a base-like shape that fits a CPU).
+
+Beside each ratio: the FLOPs-predicted one (each method's flops_per_sequence, accounting/flops.py),
+achieved model FLOP/s per rank, the share of the step spent in GEMMs (torch.profiler self time of
+aten::mm / addmm / bmm / baddbmm / linear kernels over the step, one profiled step per method on rank 0),
+and MFU against a GEMM peak measured in the same run at the model's shapes (bf16 [tokens x h] @ [h x 4h]
+and [tokens x h] @ [h x h], best of several)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+SHAPES = {"small": dict(preset="small", seq_len=128, micro_batch=8, vocab_size=30522),
+          "base": dict(preset="base", seq_len=256, micro_batch=1, vocab_size=30522),
+          "tiny": dict(preset="tiny", seq_len=64, micro_batch=2, vocab_size=1000)}
+METHODS = ("fast", "original", "electra")
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+
+
+def run_config(method: str, shape: dict, steps: int):
+    from fast_electra_ds.config import RunConfig
+
+    config = RunConfig(method="electra" if method == "original" else method)
+    config.model.preset = shape["preset"]
+    config.model.max_position_embeddings = max(shape["seq_len"], 512)
+    config.data.seq_len = shape["seq_len"]
+    config.train.steps = steps
+    if method == "original":  # the poster's Original: the generator of the aux model's size
+        config.generator.depth_fraction, config.generator.hidden_fraction = config.aux.depth_fraction, config.aux.hidden_fraction
+    return config
+
+
+def ds_config(shape: dict) -> dict:
+    """The shipped ds_configs/zero3.json with this shape's micro-batch; no monitors (nothing written)."""
+    ds = json.loads((ROOT / "ds_configs" / "zero3.json").read_text())
+    for section in ("tensorboard", "wandb", "csv_monitor", "comet"):
+        ds.pop(section, None)
+    ds.update(train_micro_batch_size_per_gpu=shape["micro_batch"], gradient_accumulation_steps=1)
+    ds.pop("train_batch_size", None)
+    return ds
+
+
+def gemm_peak_tflops(shape: dict, hidden: int, device: torch.device, repeats: int = 5) -> float:
+    """bf16 GEMM FLOP/s at the model's shapes: tokens x h @ h x 4h (FFN) and h x h (attention
+    projections), the best of `repeats` of each."""
+    tokens = shape["micro_batch"] * shape["seq_len"]
+    best = 0.0
+    for n in (4 * hidden, hidden):
+        a = torch.randn(tokens, hidden, device=device, dtype=torch.bfloat16)
+        b = torch.randn(hidden, n, device=device, dtype=torch.bfloat16)
+        a @ b
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(4):
+                a @ b
+            _sync(device)
+            best = max(best, 4 * 2 * tokens * hidden * n / (time.perf_counter() - start) / 1e12)
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str], steps: int, warmup: int, aux_dir: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if torch.cuda.is_available() else "cpu")
+    import deepspeed
+    import torch.distributed as dist
+    from transformers import ElectraForMaskedLM
+
+    from fast_electra_ds.ds_config import resolve_ds_config
+    from fast_electra_ds.models.main import electra_config, scaled_sizes
+    from fast_electra_ds.replace import METHODS as REGISTRY, StepContext, TokenInfo
+
+    on_cuda = torch.cuda.is_available()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks share the CPU cores
+    device = torch.device(f"cuda:{rank}" if on_cuda else "cpu")
+    if on_cuda:
+        torch.cuda.set_device(device)
+    deepspeed.init_distributed(dist_backend="nccl" if on_cuda else "gloo")
+    shape = SHAPES[shape_name]
+    tokens = TokenInfo(vocab_size=shape["vocab_size"], fingerprint="engine-throughput", **SPECIALS)
+    total_steps = warmup + steps + 1
+    runners = {}
+    for name in methods:
+        torch.manual_seed(0)
+        config = run_config(name, shape, total_steps)
+        if rank == 0 and not (Path(aux_dir) / "config.json").is_file():
+            sizes = scaled_sizes(config.model.sizes(), config.aux.depth_fraction, config.aux.hidden_fraction)
+            ElectraForMaskedLM(electra_config(sizes, config.model, tokens.vocab_size, tokens.pad_id)).save_pretrained(aux_dir)
+        dist.barrier()
+        config.aux.path = aux_dir
+        method = REGISTRY[config.method](config, tokens, device)
+        method.setup()
+        ds = resolve_ds_config(ds_config(shape), world, config, on_cuda)
+        module = method.build_model(ds)
+        engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=method.param_groups(module), config=ds)
+        engine.train()
+        runners[name] = (method, engine)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # again: DeepSpeed's set-up changes it
+    hidden = run_config("fast", shape, 1).model.sizes()["hidden_size"]
+    peak = gemm_peak_tflops(shape, hidden, device)
+
+    def step(name: str, number: int) -> None:
+        method, engine = runners[name]
+        g = torch.Generator().manual_seed(1000 * number + rank)
+        ids = torch.randint(5, tokens.vocab_size, (shape["micro_batch"], shape["seq_len"]), generator=g)
+        ids[:, 0], ids[:, -1] = tokens.cls_id, tokens.sep_id
+        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+        ctx = StepContext(number, number / total_steps, torch.Generator(device=device).manual_seed(number * 100 + rank))
+        inputs, _ = method.prepare_batch(batch, ctx)
+        loss, _ = engine(**inputs)
+        engine.backward(loss)
+        method.before_optimizer_step(engine.optimizer.param_groups)
+        engine.step()
+
+    times = {name: [] for name in methods}
+    for number in range(warmup + steps):
+        for name in methods:  # interleaved: load drift hits every method alike
+            dist.barrier()
+            _sync(device)
+            start = time.perf_counter()
+            step(name, number)
+            _sync(device)
+            if number >= warmup:
+                times[name].append(time.perf_counter() - start)
+    # the slowest rank's time of each step
+    flat = torch.tensor([t for name in methods for t in times[name]], dtype=torch.float64)
+    dist.all_reduce(flat, op=dist.ReduceOp.MAX)
+    gemm_share = {}
+    for name in methods:  # one profiled step each (not timed)
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
+        dist.barrier()
+        with profile(activities=activities) as prof:
+            start = time.perf_counter()
+            step(name, warmup + steps)
+            _sync(device)
+            wall = time.perf_counter() - start
+        events = prof.key_averages()
+        attr = "self_device_time_total" if on_cuda else "self_cpu_time_total"
+        gemm_us = sum(getattr(e, attr) for e in events if e.key in GEMM_OPS)
+        gemm_share[name] = gemm_us / 1e6 / wall
+    if rank == 0:
+        per = iter(flat.tolist())
+        result = {"shape": shape_name, **shape, "ranks": world, "device": str(device), "threads": torch.get_num_threads(),
+                  "gemm_peak_tflops": peak, "steps": steps, "warmup": warmup, "methods": {}}
+        for name in methods:
+            step_times = [next(per) for _ in times[name]]
+            method = runners[name][0]
+            flops_per_rank = method.flops_per_sequence(shape["seq_len"]) * shape["micro_batch"]
+            median = statistics.median(step_times)
+            result["methods"][name] = {"step_s": median, "step_times": step_times, "gflops_per_sequence": method.flops_per_sequence(shape["seq_len"]) / 1e9,
+                                       "model_tflops_per_rank": flops_per_rank / median / 1e12,
+                                       "mfu": flops_per_rank / median / 1e12 / peak, "gemm_share": gemm_share[name]}
+        Path(out).write_text(json.dumps(result))
+    for _, engine in runners.values():
+        engine.destroy()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def measure(shape_name: str, ranks: int, methods: list[str], steps: int, warmup: int) -> dict:
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        out = str(Path(tmp) / "result.json")
+        mp.start_processes(_worker, args=(ranks, port, shape_name, methods, steps, warmup, str(Path(tmp) / "aux"), out),
+                           nprocs=ranks, join=True, start_method="spawn")
+        result = json.loads(Path(out).read_text())
+    add_ratios(result)
+    return result
+
+
+def add_ratios(result: dict) -> None:
+    """fast over original and over electra: measured step-time ratio (median of the per-step ratios of
+    interleaved steps, and its range) and the FLOPs-predicted one."""
+    m = result["methods"]
+    if "fast" not in m:
+        return
+    for other in ("original", "electra"):
+        if other in m:
+            paired = [f / o for f, o in zip(m["fast"]["step_times"], m[other]["step_times"])]
+            result[f"fast_over_{other}"] = {"measured": statistics.median(paired), "range": [min(paired), max(paired)],
+                                            "predicted": m["fast"]["gflops_per_sequence"] / m[other]["gflops_per_sequence"]}
+
+
+def render(results: list[dict]) -> str:
+    lines = ["Step time through the DeepSpeed engine (ZeRO-3 bf16, ds_configs/zero3.json), methods interleaved, "
+             "median of the slowest rank's step time; ratios are medians of per-step ratios (range in brackets).", "",
+             "| shape | ranks | method | step ms | model GFLOPs/seq | model TFLOP/s per rank | GEMM share | MFU (vs GEMM peak) | GEMM peak TFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for name, m in r["methods"].items():
+            lines.append(f"| {r['shape']} | {r['ranks']} | {name} | {m['step_s'] * 1e3:.1f} | {m['gflops_per_sequence']:.2f} | "
+                         f"{m['model_tflops_per_rank']:.4f} | {m['gemm_share']:.0%} | {m['mfu']:.1%} | {r['gemm_peak_tflops']:.3f} |")
+    lines += ["", "| shape | ranks | fast/original measured | predicted (FLOPs) | fast/electra measured | predicted (FLOPs) |", "|---|---|---|---|---|---|"]
+    for r in results:
+        cells = []
+        for other in ("original", "electra"):
+            x = r.get(f"fast_over_{other}")
+            cells += [f"{x['measured']:.3f} ({x['range'][0]:.3f}–{x['range'][1]:.3f})", f"{x['predicted']:.3f}"] if x else ["–", "–"]
+        lines.append(f"| {r['shape']} | {r['ranks']} | " + " | ".join(cells) + " |")
+    device = results[0]["device"] if results else "?"
+    lines += ["", f"Device: {device}, {results[0]['threads'] if results else '?'} threads per rank. "
+              "GEMM share: profiler self time of matmul kernels over the profiled step's wall time; the rest is "
+              "elementwise kernels (GELU, LayerNorm, softmax, dropout's RNG), attention, the optimizer and, across ranks, communication."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=["small", "base"], choices=list(SHAPES))
+    parser.add_argument("--ranks", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--out", default=str(RESULTS), help="directory for engine_throughput.json / .md ('' to write nothing)")
+    args = parser.parse_args(argv)
+    results = [measure(shape, ranks, args.methods, args.steps, args.warmup) for shape in args.shapes for ranks in args.ranks]
+    text = render(results)
+    print(text)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "engine_throughput.json").write_text(json.dumps(results, indent=1))
+        (Path(args.out) / "engine_throughput.md").write_text(text + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()
