@@ -1,6 +1,8 @@
 """Step time, tokens/s, model TFLOP/s and MFU of the pre-training methods at the same main-model size,
 in one process, interleaved (one step of each method in turn), median of several steps after warm-up,
 on the current device. MFU is against the device's dense matmul peak measured in the same run.
+This times plain torch (autocast); the step through the DeepSpeed engine the trainer runs (ZeRO-3,
+1 and 2 ranks) is benchmarks/engine_throughput.py.
 
     python benchmarks/throughput.py [--methods mlm electra fast] [--preset small] [--seq-len 128]
                                     [--micro-batch 8] [--steps 6] [--warmup 2]
