@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .indexed import open_shard, resolve_corpus, token_counts
+from .indexed import open_shard, resolve_corpus, token_counts, token_range
 from .prepare import META_FILE, entropy_of_counts
 
 
@@ -101,20 +101,21 @@ class PackedDataset(torch.utils.data.Dataset):
                             "use a tokenizer with [PAD], [CLS], [SEP] and [MASK] tokens (BERT-style)")
         self.fingerprint = tokenizer_fingerprint(tokenizer)
         self.shards = [open_shard(p, f"check {p}.bin/.idx, or rebuild them with Megatron's tools/preprocess_data.py") for p in prefixes]
-        counts = self.token_counts()
-        max_id = int(np.flatnonzero(counts).max()) if counts.any() else -1
-        if max_id >= self.vocab_size:
-            raise UserError(f"{where} holds token id {max_id}, outside the tokenizer's {self.vocab_size} ids",
+        min_id, max_id = token_range(self.shards)
+        if min_id < 0 or max_id >= self.vocab_size:
+            raise UserError(f"{where} holds token id {min_id if min_id < 0 else max_id}, outside the tokenizer's {self.vocab_size} ids",
                             "pass data.tokenizer=<the tokenizer the corpus was tokenized with>")
         documents = sum(len(s.doc_lengths) for s in self.shards)
+        tokens = sum(int(s.doc_lengths.sum()) for s in self.shards)
         self.meta = {"format": "megatron-indexed", "prefixes": [str(p) for p in prefixes], "vocab_size": self.vocab_size,
                      "special_ids": self.special_ids, "tokenizer_fingerprint": self.fingerprint,
-                     "num_documents": documents, "num_tokens": int(counts.sum())}
-        _note(f"data: {where}: {documents} documents, {int(counts.sum())} tokens; no {META_FILE}, so only the token id range "
+                     "num_documents": documents, "num_tokens": tokens}
+        _note(f"data: {where}: {documents} documents, {tokens} tokens; no {META_FILE}, so only the token id range "
               f"could be checked against the tokenizer (max id {max_id} < {self.vocab_size}): its ids are taken to be this tokenizer's")
 
     def token_counts(self) -> np.ndarray:
-        """How often each token id occurs in the corpus (counted from the shards once)."""
+        """How often each token id occurs in the corpus (counted from the shards once; estimated
+        from 2.7e8 tokens spread over a larger corpus, see data/indexed.py)."""
         if self._counts is None:
             self._counts = token_counts(self.shards, self.vocab_size)
         return self._counts

@@ -217,10 +217,10 @@ def tokenizer_fingerprint(tokenizer) -> str:
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="fast-electra tokenizer",
                                      description="Train a SentencePiece unigram tokenizer and save it as a Hugging Face tokenizer directory.")
-    parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text (.txt), JSON lines (.jsonl) or .json files; .gz/.bz2 ok")
+    parser.add_argument("--input", nargs="+", required=True, metavar="FILE", help="text (.txt), JSON lines (.jsonl), .json, or Hugging Face datasets' .parquet / .arrow files; .gz/.bz2 ok for text and JSON")
     parser.add_argument("--out", required=True, metavar="DIR", help="output tokenizer directory")
     parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--text-field", default="text", help="JSON field holding the text (default: text)")
+    parser.add_argument("--text-field", default="text", help="JSON field or Parquet/Arrow column holding the text (default: text)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

@@ -93,3 +93,13 @@ def test_prepare_cli_one_line_error_for_a_missing_column(prepared, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (f"error: {tmp_path / 't.parquet'} has no column 'text' (columns: id, body); "
                                                       "pass --text-field with the column that holds the text")
     assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_trains_on_a_parquet_file(tmp_path):
+    from fast_electra_ds.data.tokenizer import train_tokenizer
+
+    rows = [{"body": f"zyxwvut number {i % 10} of a parquet row"} for i in range(2000)]
+    pa.parquet.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    tokenizer = load_tokenizer(train_tokenizer([tmp_path / "t.parquet"], tmp_path / "tok", vocab_size=34, text_field="body"))
+    assert len(tokenizer) == 34  # the most this text supports: it was read
+    assert tokenizer.unk_token_id not in tokenizer("zyxwvut number 7 of a parquet row")["input_ids"]

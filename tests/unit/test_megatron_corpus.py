@@ -157,3 +157,15 @@ def test_bad_paths_and_damaged_foreign_shards(corpus, tmp_path):
     multimodal.finalize(str(tmp_path / "mm.idx"))
     with pytest.raises(UserError, match="shard mm is a multimodal IndexedDataset"):
         PackedDataset(tmp_path / "mm", SEQ_LEN, tokenizer=tokenizer)
+
+
+def test_token_counts_of_a_large_corpus_are_sampled_evenly(monkeypatch, tmp_path):
+    from fast_electra_ds.data import indexed
+
+    # 4 shards of 1000 tokens, each one id: 20 chunks of 10 tokens must visit every shard alike.
+    prefixes = [build(tmp_path / f"s{i}", [[[5 + i] * 1000]]) for i in range(4)]
+    shards = [indexed.open_shard(p, "fix") for p in prefixes]
+    monkeypatch.setattr(indexed, "_SCAN_TOKENS", 10)
+    assert indexed.token_counts(shards, 10, budget=4000)[5:9].tolist() == [1000] * 4  # small enough: all counted
+    assert indexed.token_counts(shards, 10, budget=200)[5:9].tolist() == [50] * 4
+    assert indexed.token_range(shards) == (5, 8)
