@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from .prepare import META_FILE
+from .prepare import META_FILE, import_indexed_dataset
 
 _IDX_HEADER = b"MMIDIDX\x00\x00"
 _IDX_FIXED_BYTES = 9 + 8 + 1 + 8 + 8  # magic, version, dtype code, sequence count, document count
@@ -34,7 +34,6 @@ class Shard:
     tokens: np.ndarray  # the whole .bin
     doc_offsets: np.ndarray  # int64: where each document starts in `tokens`
     doc_lengths: np.ndarray  # int64: tokens of each document (all > 0)
-    documents: int  # documents in the .idx, empty ones included
 
 
 def resolve_corpus(path) -> tuple[Path | None, list[Path]]:
@@ -97,8 +96,6 @@ def _idx_layout(idx_path: Path, name: str, fix: str) -> tuple[type, int, int]:
 def open_shard(prefix: Path, fix: str, expected: dict | None = None) -> Shard:
     """Open and check one .bin/.idx pair; every failure is a UserError ending with `fix`.
     `expected`: the shard's meta.json entry (tokens, documents), for a prepared dataset."""
-    from .prepare import import_indexed_dataset
-
     name = prefix.name
     idx_path, bin_path = Path(str(prefix) + ".idx"), Path(str(prefix) + ".bin")
     for path in (idx_path, bin_path):
@@ -132,7 +129,7 @@ def open_shard(prefix: Path, fix: str, expected: dict | None = None) -> Shard:
                         f"records {expected.get('tokens')} in {expected.get('documents')}", fix)
     keep = doc_ends > doc_offsets  # an empty document would pack as two [SEP]s in a row
     tokens = np.memmap(bin_path, dtype=dtype, mode="r")
-    return Shard(prefix, tokens, doc_offsets[keep].astype(np.int64), (doc_ends - doc_offsets)[keep].astype(np.int64), documents)
+    return Shard(prefix, tokens, doc_offsets[keep].astype(np.int64), (doc_ends - doc_offsets)[keep].astype(np.int64))
 
 
 def token_range(shards: list[Shard]) -> tuple[int, int]:
