@@ -241,7 +241,7 @@ class Bench:
                 resumed = self.resumed_from(output) if pending["resuming"] else 0
                 survived = resumed is not None and pending["orphans"] == 0
                 self.record(pending["kind"], survived, self.exact(out, resumed) if survived else None,
-                            pending["last_logged"] - resumed if resumed is not None else None,
+                            max(0, pending["last_logged"] - resumed) if resumed is not None else None,  # a stop may checkpoint a step later
                             f"killed after step {pending['last_logged']}, resumed from {resumed}" + (f", {pending['orphans']} orphans left" if pending["orphans"] else ""))
             if not killed:
                 break
