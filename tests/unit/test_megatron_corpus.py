@@ -25,10 +25,14 @@ def sentences(document: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?:])\s+", document) if s.strip()]
 
 
-def build(prefix: Path, documents: list[list[list[int]]], dtype=np.int32) -> Path:
-    """Write `documents` (each a list of sequences of token ids) with megatron-core's builder."""
+def build(prefix: Path, documents: list[list[list[int]]], dtype=np.int32, by_document: bool = False) -> Path:
+    """Write `documents` (each a list of sequences of token ids) with megatron-core's builder: a
+    sequence at a time, or (`by_document`) a document at a time, as preprocess_data.py does now."""
     builder = import_indexed_dataset().IndexedDatasetBuilder(str(prefix) + ".bin", dtype=dtype)
     for document in documents:
+        if by_document:
+            builder.add_document(torch.tensor([t for sequence in document for t in sequence]), [len(s) for s in document])
+            continue
         for sequence in document:
             builder.add_item(torch.tensor(sequence, dtype=torch.int64))
         builder.end_document()
@@ -102,7 +106,7 @@ def test_megatron_corpus_packs_into_the_expected_token_stream(corpus, level, cap
 def test_several_prefixes_a_directory_and_a_bin_path(corpus, tmp_path):
     sep = corpus["tokenizer"].sep_token_id
     halves = corpus["by_sentence"][:30], corpus["by_sentence"][30:]
-    a, b = build(tmp_path / "a_text_sentence", halves[0]), build(tmp_path / "b_text_sentence", halves[1])
+    a, b = build(tmp_path / "a_text_sentence", halves[0]), build(tmp_path / "b_text_sentence", halves[1], np.uint16, by_document=True)
     expected = expected_stream(corpus["by_sentence"], sep)
     for path in (f"{a},{b}", [a, b], str(tmp_path), f"{a}.bin,{b}.idx"):
         dataset = PackedDataset(path, SEQ_LEN, tokenizer=corpus["tokenizer"])
