@@ -146,30 +146,31 @@ def _import_pyarrow(path: Path):
 
 
 def _record_batches(pa, path: Path, text_field: str):
-    """The record batches of a Parquet or Arrow file holding `text_field`, read lazily."""
+    """The record batches of a Parquet or Arrow file holding `text_field`, read one at a time (a
+    memory map would keep every page read resident); the file is closed when they are done."""
+    kind = "Parquet" if _format_suffix(path) == ".parquet" else "Arrow IPC"
     try:
-        if _format_suffix(path) == ".parquet":
-            parquet = pa.parquet.ParquetFile(path)
+        source = pa.OSFile(str(path))
+        if kind == "Parquet":
+            parquet = pa.parquet.ParquetFile(source)
             names = parquet.schema_arrow.names
             batches = parquet.iter_batches(batch_size=1024, columns=[text_field])  # lazy: nothing read before the check below
         else:
-            source = pa.memory_map(str(path))
             try:  # the random-access file format (pyarrow's default for .arrow files) ...
                 reader = pa.ipc.open_file(source)
-                names = reader.schema.names
                 batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
             except pa.ArrowInvalid:  # ... or the stream format (what Hugging Face datasets writes)
                 source.seek(0)
                 reader = pa.ipc.open_stream(source)
-                names = reader.schema.names
                 batches = iter(reader)
+            names = reader.schema.names
     except (pa.ArrowException, OSError) as e:
-        kind = "Parquet" if _format_suffix(path) == ".parquet" else "Arrow IPC"
         raise UserError(f"{path} is not a readable {kind} file ({str(e).splitlines()[0]})", f"pass a complete {kind} file") from None
-    if text_field not in names:
-        raise UserError(f"{path} has no column {text_field!r} (columns: {', '.join(names[:20]) or 'none'})",
-                        "pass --text-field with the column that holds the text")
-    return batches
+    with source:
+        if text_field not in names:
+            raise UserError(f"{path} has no column {text_field!r} (columns: {', '.join(names[:20]) or 'none'})",
+                            "pass --text-field with the column that holds the text")
+        yield from batches
 
 
 def _columnar_documents(path: Path, text_field: str, stats) -> Iterator[str]:
