@@ -2,6 +2,7 @@
 cannot rot while no GPU is at hand. About 1-2 min on 2 loaded CPU cores (6 short train.py runs)."""
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +28,18 @@ def test_gpu_check_cpu_mode_passes_and_reports(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     assert all(f"| {c} | {s} |" in markdown for c, s in status.items())
     assert "| fp16_forced_overflow | PASS |" in done.stdout  # the table is printed too
+
+
+@pytest.mark.slow
+def test_gpu_only_checks_run_their_logic_at_tiny_size_on_cpu():
+    """The memory and step-time checks, which --cpu skips, at the tiny shape on CPU (about 1 min):
+    their code paths cannot rot either."""
+    done = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, 'scripts'); import json, gpu_check as g; "
+                           "print(json.dumps(g.inner_memory(('tiny',)) + g.inner_throughput('tiny')))"],
+                          cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = {r["check"]: r for r in json.loads(done.stdout.strip().splitlines()[-1])}
+    assert found["memory_vs_simulation_tiny"]["status"] == "PASS", found["memory_vs_simulation_tiny"]["reason"]
+    assert set(found["memory_vs_simulation_tiny"]["details"]["rows"]) == {"main", "original", "fast"}
+    throughput = found["step_time_mfu"]["details"]
+    assert throughput["fast_step_ms"] > 0 and throughput["original_step_ms"] > 0 and 0 < throughput["fast_mfu"] <= 1
