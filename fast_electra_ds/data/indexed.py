@@ -37,7 +37,7 @@ class Shard:
 
 
 def resolve_corpus(path) -> tuple[Path | None, list[Path]]:
-    """(prepared directory, None) or (None, prefixes) for `data.path`: a prepared directory, or
+    """(prepared directory, []) or (None, prefixes) for `data.path`: a prepared directory, or
     Megatron/NeMo prefixes (`x` for x.bin/x.idx; `x.bin` or `x.idx` also work), directories of
     them, several joined by commas (or given as a list)."""
     if isinstance(path, (list, tuple)):
@@ -75,8 +75,8 @@ def resolve_corpus(path) -> tuple[Path | None, list[Path]]:
     return (prepared[0], []) if prepared else (None, prefixes)
 
 
-def _idx_layout(idx_path: Path, name: str, fix: str) -> tuple[type, int, int]:
-    """(token dtype, sequences, documents + 1) from the .idx header, whose sizes we check
+def _idx_dtype(idx_path: Path, name: str, fix: str) -> type:
+    """The token dtype from the .idx header, whose sizes we check
     ourselves: megatron reads a truncated or corrupted file without complaint (or with bare asserts)."""
     with open(idx_path, "rb") as f:
         head = f.read(_IDX_FIXED_BYTES)
@@ -93,7 +93,7 @@ def _idx_layout(idx_path: Path, name: str, fix: str) -> tuple[type, int, int]:
         raise UserError(f"shard {name} is a multimodal IndexedDataset", "pass a text corpus (tokens only)")
     if size != expected:
         raise UserError(f"shard {name} has a truncated or corrupted index file {idx_path.name} ({size} bytes, expected {expected})", fix)
-    return _TOKEN_DTYPES[code], sequences, boundaries
+    return _TOKEN_DTYPES[code]
 
 
 def open_shard(prefix: Path, fix: str, expected: dict | None = None) -> Shard:
@@ -104,7 +104,7 @@ def open_shard(prefix: Path, fix: str, expected: dict | None = None) -> Shard:
     for path in (idx_path, bin_path):
         if not path.is_file():
             raise UserError(f"shard {name} is missing its {path.suffix} file ({path})", fix)
-    dtype, _, _ = _idx_layout(idx_path, name, fix)
+    dtype = _idx_dtype(idx_path, name, fix)
     if os.path.getsize(bin_path) == 0:
         raise UserError(f"shard {name} has an empty data file {bin_path.name}", fix)
     try:
