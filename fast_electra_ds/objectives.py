@@ -23,17 +23,21 @@ def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: to
 
     counted = attention_mask.bool() if positions is None else positions & attention_mask.bool()
     statistics = rtd_statistics(logits, is_replaced, counted, input_ids, vocab_size)
-    logits = logits.float()[counted]
-    target = is_replaced[counted].float()
-    loss = F.binary_cross_entropy_with_logits(logits, target)
-    correct = (logits > 0) == target.bool()
-    replaced = target.bool()
+    # Weighted by the counted-token mask, not gathered by it: no data-dependent shapes, so no host
+    # sync on a GPU and no graph break under torch.compile.
+    weight = counted.float()
+    tokens = weight.sum()
+    target = is_replaced.float()
+    bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    loss = (bce * weight).sum() / tokens.clamp(min=1)
+    correct = ((logits.detach() > 0).float() == target).float() * weight
+    replaced = target * weight
     metrics = {
         "rtd_loss": ratio(loss, 1),
-        "rtd_acc": ratio(correct.sum(), correct.numel()),
-        "rtd_acc_replaced": ratio((correct & replaced).sum(), replaced.sum()),
-        "rtd_acc_original": ratio((correct & ~replaced).sum(), (~replaced).sum()),
-        "replaced_frac": ratio(replaced.sum(), replaced.numel()),
+        "rtd_acc": ratio(correct.sum(), tokens),
+        "rtd_acc_replaced": ratio((correct * target).sum(), replaced.sum()),
+        "rtd_acc_original": ratio((correct * (1 - target)).sum(), tokens - replaced.sum()),
+        "replaced_frac": ratio(replaced.sum(), tokens),
         **statistics,
     }
     return loss, metrics
