@@ -97,7 +97,7 @@ class Trainer:
         if not config.data.tokenizer:
             raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")
         if not config.data.path:
-            raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare>")
+            raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare, or Megatron .bin/.idx prefixes>")
         self.tokenizer = load_tokenizer(config.data.tokenizer)
         self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
         if config.data.seq_len > config.model.max_position_embeddings:
