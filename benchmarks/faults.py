@@ -212,21 +212,23 @@ class Bench:
         while True:
             kind = self.KINDS[kills % len(self.KINDS)] if kills < self.args.kills else None
             before = max(self.metrics(out), default=0)
+            launched = time.time()
             job = self.start(out)
             killed = False
-            while kind and job.poll() is None:
-                if "mid-save" in kind and list((out / "checkpoints").glob("step_*.saving")):
+            victims: list[str] = []
+            while kind and job.poll() is None and not victims:
+                if "mid-save" in kind and self.saving_since(out, launched):
                     killed = True
                 elif "mid-save" not in kind and max(self.metrics(out), default=0) > before:
                     time.sleep(self.rng.uniform(0, 1.5))  # a random point within the next steps
                     killed = job.poll() is None
                 if killed:
-                    break
+                    ranks = [p for p in self.processes(out) if "--local_rank" in self.command_line(p)]
+                    victims = ranks[-1:] if kind.startswith("one rank") else ranks if kind.startswith("all ranks") else [str(job.pid)]
+                    killed = bool(victims)
                 time.sleep(0.02)
             last_logged, orphans = max(self.metrics(out), default=0), []
             if killed:
-                ranks = [p for p in self.processes(out) if "--local_rank" in self.command_line(p)]
-                victims = ranks[-1:] if kind.startswith("one rank") else ranks if kind.startswith("all ranks") else [str(job.pid)]
                 for pid in victims:
                     subprocess.run(["kill", "-9", pid])
                 kills += 1
@@ -249,6 +251,17 @@ class Bench:
                        "resuming": bool(list((out / "checkpoints").glob("step_*/COMPLETE")))}
         self.campaign_ok = self.ok(job.returncode, output) and self.complete(out) and all(self.metrics(out)[s]["loss"] == self.reference[s]["loss"] for s in self.reference)
         print(f"[faults] kill campaign: {kills} kills; every step logged and equal to the reference at the end: {self.campaign_ok}", flush=True)
+
+    @staticmethod
+    def saving_since(out: Path, since: float) -> bool:
+        """A checkpoint is being written by this launch (not a leftover of an earlier kill)."""
+        for path in (out / "checkpoints").glob("step_*.saving"):
+            try:
+                if path.stat().st_mtime > since:
+                    return True
+            except OSError:
+                pass
+        return False
 
     @staticmethod
     def command_line(pid: str) -> str:
@@ -384,9 +397,8 @@ def harm_flip(checkpoint: Path) -> None:
 
 
 def run_catalogue(bench: Bench, args) -> None:
+    """The kill campaign, the longest, runs last: an interrupted catalogue still has the rest."""
     bench.setup()
-    if "kills" not in args.skip:
-        bench.kill_campaign()
     if "signals" not in args.skip:
         bench.signal_fault("SIGUSR1 to the ranks", to_launcher=False, signum=signal.SIGUSR1)
         bench.signal_fault("SIGTERM to the launcher", to_launcher=True, signum=signal.SIGTERM)
@@ -404,6 +416,8 @@ def run_catalogue(bench: Bench, args) -> None:
         bench.disk_full()
     if "bf16" not in args.skip:
         bench.bf16()
+    if "kills" not in args.skip:
+        bench.kill_campaign()
 
 
 def main(argv: list[str] | None = None) -> int:
