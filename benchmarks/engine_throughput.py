@@ -156,7 +156,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     # the slowest rank's time of each step
     flat = torch.tensor([t for name in methods for t in times[name]], dtype=torch.float64)
     dist.all_reduce(flat, op=dist.ReduceOp.MAX)
-    gemm_share = {}
+    gemm_share, rest = {}, {}
     for name in methods:  # one profiled step each (not timed)
         from torch.profiler import ProfilerActivity, profile
 
@@ -171,6 +171,8 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         attr = "self_device_time_total" if on_cuda else "self_cpu_time_total"
         gemm_us = sum(getattr(e, attr) for e in events if e.key in GEMM_OPS)
         gemm_share[name] = gemm_us / 1e6 / wall
+        others = sorted((e for e in events if e.key not in GEMM_OPS and getattr(e, attr) > 0), key=lambda e: -getattr(e, attr))
+        rest[name] = [(e.key, getattr(e, attr) / 1e6 / wall) for e in others[:5]]  # what holds the rest of the step
     if rank == 0:
         per = iter(flat.tolist())
         result = {"shape": shape_name, **shape, "ranks": world, "device": str(device), "threads": torch.get_num_threads(),
@@ -182,7 +184,8 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
             median = statistics.median(step_times)
             result["methods"][name] = {"step_s": median, "step_times": step_times, "gflops_per_sequence": method.flops_per_sequence(shape["seq_len"]) / 1e9,
                                        "model_tflops_per_rank": flops_per_rank / median / 1e12,
-                                       "mfu": flops_per_rank / median / 1e12 / peak, "gemm_share": gemm_share[name]}
+                                       "mfu": flops_per_rank / median / 1e12 / peak, "gemm_share": gemm_share[name],
+                                       "top_other_ops": rest[name]}
         Path(out).write_text(json.dumps(result))
     for _, engine in runners.values():
         engine.destroy()
@@ -234,6 +237,11 @@ def render(results: list[dict]) -> str:
             x = r.get(f"fast_over_{other}")
             cells += [f"{x['measured']:.3f} ({x['range'][0]:.3f}–{x['range'][1]:.3f})", f"{x['predicted']:.3f}"] if x else ["–", "–"]
         lines.append(f"| {r['shape']} | {r['ranks']} | " + " | ".join(cells) + " |")
+    lines += ["", "Largest non-GEMM self times (share of the profiled step):"]
+    for r in results:
+        for name, m in r["methods"].items():
+            ops = ", ".join(f"{op} {share:.0%}" for op, share in m.get("top_other_ops", []))
+            lines.append(f"- {r['shape']}, {r['ranks']} rank(s), {name}: {ops}")
     device = results[0]["device"] if results else "?"
     lines += ["", f"Device: {device}, {results[0]['threads'] if results else '?'} threads per rank. "
               "GEMM share: profiler self time of matmul kernels over the profiled step's wall time; the rest is "
