@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
-from .vocab_loss import masked_lm_loss, masked_lm_loss_and_sample
+from .vocab_loss import copy_mechanism_scores, masked_lm_loss, masked_lm_loss_and_sample, vocab_log_probs
 
 
 class ReplacedTokenDetection(torch.nn.Module):
@@ -72,10 +72,11 @@ class JointGenerator(torch.nn.Module):
     """The generator (an Electra masked-LM) and the main model in ONE module, so both go into the one
     DeepSpeed engine (ZeRO-3 partitions both) with one optimizer. Per micro-batch:
 
-    masked input -> generator MLM logits at the selected positions -> one Gumbel-max sample per
-    position (float32, temperature 1, from the detached logits, special tokens disallowed, randomness
-    from `rng`: the trainer's per-micro-batch generator) -> corrupted sequence -> the main model's
-    objective (`main_objective`, defined by subclasses).
+    masked input -> generator MLM logits at the selected positions, in chunks -> one exact sample per
+    position from Softmax(logits) (what ELECTRA's Gumbel-max draws, here by inverse CDF: replace/sampling.py;
+    float32/64, from the forward's detached logits, special tokens disallowed, randomness from `rng`: the
+    trainer's per-micro-batch generator) -> corrupted sequence -> the main model's objective
+    (`main_objective`, defined by subclasses).
 
     loss = gen_weight * L_MLM(generator) + main_weight * L_main. The generator's metrics are
     `mlm_loss` / `mlm_acc`."""
@@ -192,12 +193,14 @@ class JointAllTokensMLM(JointGenerator):
     def main_objective(self, original, corrupted, attention_mask, selected):
         counted = attention_mask.bool()
         hidden = self.main.electra(input_ids=corrupted, attention_mask=attention_mask).last_hidden_state[counted]
-        mlm_logits = self.main.generator_lm_head(self.main.generator_predictions(hidden))
         gate_logits = self.copy_gate(hidden).squeeze(-1)
         inputs, targets = corrupted[counted], original[counted]
-        loss = -copy_mechanism_log_probs(mlm_logits, gate_logits, inputs, targets).mean()
+        # the vocabulary head over every token in chunks (models/vocab_loss.py): no [tokens x V] logits held
+        scores = vocab_log_probs(self.main.generator_predictions(hidden), self.main.generator_lm_head, targets, inputs=inputs)
+        log_probs, predictions = copy_mechanism_scores(scores, gate_logits, inputs, targets)
+        loss = -log_probs.mean()
         with torch.no_grad():
-            correct = copy_mechanism_predictions(mlm_logits, gate_logits, inputs) == targets
+            correct = predictions == targets
             replaced = inputs != targets
             copy_prob = torch.sigmoid(gate_logits.float())
         return loss, {"main_mlm_loss": ratio(loss, 1), "main_mlm_acc": ratio(correct.sum(), correct.numel()),

@@ -1,7 +1,7 @@
 """ELECTRA (Clark et al., ICLR 2020): a generator and a discriminator trained jointly, in one engine
 module. The generator (size: `generator.*_fraction` of the discriminator) shares the discriminator's
-embeddings and predicts the selected positions of the masked input; its Gumbel-max samples replace
-them; the discriminator detects the replaced tokens over every real token.
+embeddings and predicts the selected positions of the masked input; its samples (Softmax at T = 1, as
+ELECTRA's Gumbel-max draws them) replace them; the discriminator detects the replaced tokens over every real token.
 loss = generator.gen_weight * L_MLM + generator.disc_weight * L_RTD (ELECTRA: 1 and 50)."""
 from __future__ import annotations
 
