@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from .errors import UserError
+from .errors import run_guarded
 
 USAGE = """usage: fast-electra <command> [options]
 
@@ -18,18 +18,6 @@ commands:
   finetune    fine-tune a model directory on GLUE-layout or custom tasks over several seeds
   glue-data   write a labelled data set in the GLUE layout (rotten-tomatoes)
 """
-
-
-def run_guarded(function, argv: list[str]) -> int:
-    """User mistakes become one line on stderr and exit status 2, not a traceback."""
-    try:
-        return function(argv) or 0
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """User-facing errors: one line naming the problem and the fix, no traceback."""
+import sys
 
 
 class UserError(Exception):
@@ -16,3 +17,16 @@ class PeerRankFailure(UserError):
     """Another rank of the job died (killed, out of memory, node lost): this rank cannot go on."""
 
     exit_code = 3
+
+
+def run_guarded(function, argv: list[str]) -> int:
+    """User mistakes become one line on stderr and exit status 2, not a traceback. (Here, not in
+    cli.py: every entry point uses it, and train.py importing cli.py, which imports train.py, was a circle.)"""
+    try:
+        return function(argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -162,7 +162,7 @@ def cli(argv: list[str], prog: str = "fast-electra train") -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
-    from .cli import run_guarded
+    from .errors import run_guarded
 
     return run_guarded(lambda args: cli(args, prog), sys.argv[1:] if argv is None else argv)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fast_electra_ds.cli import run_guarded  # noqa: E402
+from fast_electra_ds.errors import run_guarded  # noqa: E402
 
 
 def check(argv: list[str]) -> int:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
 from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
+from .corrective_lm import rtd_with_corrective_lm
 from .vocab_loss import copy_mechanism_scores, masked_lm_loss, masked_lm_loss_and_sample, vocab_log_probs
 
 
@@ -22,8 +23,6 @@ class ReplacedTokenDetection(torch.nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, is_replaced: torch.Tensor,
                 original_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, Metrics]:
         if self.corrective_lm is not None:
-            from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
-
             loss, metrics = rtd_with_corrective_lm(self.discriminator, self.corrective_lm, input_ids, original_ids, attention_mask,
                                                    lambda logits: rtd_loss(logits, is_replaced, attention_mask, input_ids=input_ids,
                                                                           vocab_size=self.discriminator.config.vocab_size))
@@ -126,8 +125,6 @@ class JointElectra(JointGenerator):
     def main_objective(self, original, corrupted, attention_mask, selected):
         positions = selected if self.selected_only else None
         if getattr(self, "corrective_lm", None) is not None:  # getattr: subclasses may skip this __init__
-            from .corrective_lm import rtd_with_corrective_lm  # here: that module imports this one
-
             return rtd_with_corrective_lm(self.main, self.corrective_lm, corrupted, original, attention_mask,
                                           lambda logits: rtd_loss(logits, corrupted != original, attention_mask, positions=positions,
                                                                   input_ids=corrupted, vocab_size=self.main.config.vocab_size))
