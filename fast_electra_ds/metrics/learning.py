@@ -7,9 +7,10 @@ and the RTD loss moves by thousandths of a nat in the first millions of tokens. 
 - `rtd_prior_gap`: H(base rate of the labels) - RTD loss, in nats. > 0: better than predicting the
   base rate everywhere.
 - `rtd_context_gain`: loss of a token-only detector - RTD loss, in nats. The token-only detector
-  predicts p(replaced | observed token id) from running per-token counts, smoothed toward the global
-  rate; a detector that never looks at context can at best match it, so > 0 means the discriminator
-  uses context. Training windows are scored prequentially (counts of the earlier windows only, as the
+  predicts p(replaced | observed token id) from running per-token counts (fading over
+  COUNT_MEMORY_TOKENS), smoothed toward the global rate, or the base rate itself where that scores
+  better; a detector that never looks at context can at best match it, so > 0 means the discriminator
+  uses context, and the gain is at most the prior gap. Training windows are scored prequentially (counts of the earlier windows only, as the
   discriminator's own loss comes from weights that have not seen the window); validation is scored
   against everything training counted.
 - `rtd_precision`, `rtd_recall`: of "replaced" at p > 0.5.
@@ -31,6 +32,9 @@ LOGIT_BINS = 4096
 LOGIT_RANGE = 8.0
 # Pseudo-counts of the token-only detector's prior (the global replaced rate) for each token id.
 TOKEN_PRIOR_COUNTS = 2.0
+# Tokens after which the token-only detector's counts have faded to 1/e: long enough for rare
+# tokens to be counted, short enough to follow a replacement distribution that changes in training.
+COUNT_MEMORY_TOKENS = 4_000_000
 
 HISTOGRAM = "rtd_logit_hist"  # [2 * LOGIT_BINS]: original tokens' bins, then replaced tokens'
 TOKEN_COUNTS = "rtd_token_counts"  # [2 * V]: per observed token id, (original, replaced) counts
@@ -89,8 +93,14 @@ class TokenOnlyDetector:
         self.counts: torch.Tensor | None = None  # float64 [V, 2]: (original, replaced)
 
     def update(self, window_counts: torch.Tensor) -> None:
+        """Add a window's counts; older counts fade with a memory of COUNT_MEMORY_TOKENS, since the
+        replacement distribution moves during training (a generator learns, a temperature anneals)
+        and stale rates would make the token-only detector look worse than it can be."""
         window_counts = window_counts.detach().double().cpu().reshape(-1, 2)
-        self.counts = window_counts.clone() if self.counts is None else self.counts + window_counts
+        if self.counts is None:
+            self.counts = window_counts.clone()
+        else:
+            self.counts = self.counts * math.exp(-float(window_counts.sum()) / COUNT_MEMORY_TOKENS) + window_counts
 
     def loss(self, window_counts: torch.Tensor) -> float:
         """Mean binary cross-entropy (nats) of this detector on the tokens counted in `window_counts`."""
@@ -136,6 +146,9 @@ def summarize(vectors: dict[str, torch.Tensor], scalars: dict[str, float], detec
     if original + replaced > 0:
         out[prefix + "rtd_prior_gap"] = binary_entropy(replaced / (original + replaced)) - bce
     counts = vectors.get(prefix + TOKEN_COUNTS)
-    if counts is not None and detector is not None:
-        out[prefix + "rtd_context_gain"] = detector.loss(counts) - bce
+    if counts is not None and detector is not None and original + replaced > 0:
+        # Predicting the base rate everywhere is itself a detector that ignores context: the
+        # token-only loss is never worse than it, so the context gain never exceeds the prior gap.
+        token_only = min(detector.loss(counts), binary_entropy(replaced / (original + replaced)))
+        out[prefix + "rtd_context_gain"] = token_only - bce
     return out

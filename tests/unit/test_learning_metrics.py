@@ -137,3 +137,26 @@ def test_prepare_records_the_unigram_entropy_the_dataset_recounts(prepared):
     assert 3.0 < meta["unigram_entropy"] < math.log(meta["vocab_size"])
     dataset.meta.pop("unigram_entropy")  # a corpus prepared before prepare recorded it: counted from the shards
     assert dataset.unigram_entropy() == pytest.approx(meta["unigram_entropy"], rel=1e-9)
+
+
+def test_context_gain_never_exceeds_the_prior_gap():
+    """A token-only detector whose counts are stale or sparse can score worse than the base rate;
+    the base rate is itself a context-free detector, so the gain is capped by the prior gap."""
+    metrics = TrainingMetrics(torch.device("cpu"), per_step=False, unigram_entropy=None)
+    for w in range(6):
+        ids, context, labels, p, token_rate = token_world(w)
+        if w < 3:
+            labels = ids % 2 == 0  # early windows: rates that the later ones contradict
+        _, m = rtd_loss(logit(p) * 0.05 - 1.4, labels, torch.ones_like(ids), input_ids=ids, vocab_size=VOCAB)
+        metrics.add(m)
+        values = metrics.window_values()
+    assert values["rtd_context_gain"] <= values["rtd_prior_gap"] + 1e-12
+
+
+def test_token_only_counts_fade_so_a_changed_distribution_is_learned_again():
+    from fast_electra_ds.metrics.learning import COUNT_MEMORY_TOKENS
+
+    detector = TokenOnlyDetector()
+    detector.update(torch.tensor([0.0, 1000.0]))  # token 0: always replaced...
+    detector.update(torch.tensor([COUNT_MEMORY_TOKENS * 3.0, 0.0]))  # ...then never, for much longer
+    assert detector.counts[0, 1] < 1000.0 * math.exp(-2.9)
