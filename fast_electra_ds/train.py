@@ -115,10 +115,11 @@ def run(args: argparse.Namespace) -> int:
                 marker.write_text(json.dumps({"step": result["step"], "checkpoint": result["checkpoint"]}) + "\n")
             else:
                 marker.unlink(missing_ok=True)
-        # Rank 0 exports on CPU (minutes for a large model): no rank may wait in a collective meanwhile
-        # (NCCL's timeout), so every rank leaves the process group first.
-        barrier()
-        dist.destroy_process_group()
+        # Rank 0 exports on CPU while the others wait in the final barrier, bounded by the process
+        # group's timeout (DeepSpeed's default: 30 min). Leaving the group before the export instead
+        # made a rank that exited while rank 0 still exported abort at exit ("terminate called without
+        # an active exception", tests/integration/test_zero3_pipeline.py's resume, 2026-12-03), and
+        # the launcher then killed rank 0.
         if rank == 0 and result["finished"] and config.train.export:
             from .export import export
 
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         result["wall_time_s"] = time.time() - started
         if rank == 0:
             print("[fast-electra] done: " + json.dumps(result), flush=True)
+        barrier()
     except RuntimeError as err:
         failure = peer_failure(err, config.train.out_dir)
         if failure is None:

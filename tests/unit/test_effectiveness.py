@@ -97,7 +97,9 @@ def test_rows_add_up_flops_and_accuracies(demo):
     summary = lambda *acc: [{"seed": i + 1, "accuracy": a, "wall_time_s": 1.0} for i, a in enumerate(acc)]  # noqa: E731
     pre = {"mlm": {"steps": 10, "wall_time_s": 5.0}, "fast": {"steps": 12, "wall_time_s": 6.0, "last": {"loss": 0.3, "rtd_acc_replaced": 0.25}},
            eff.RANDOM_INIT: {"steps": 0, "wall_time_s": 0.0}}
-    fine = {"mlm": summary(0.6, 0.7, 0.65), "fast": summary(0.8, 0.7, 0.9), eff.RANDOM_INIT: summary(0.5, 0.55, 0.52)}
+    fine = {eff.TASK: {"mlm": summary(0.6, 0.7, 0.65), "fast": summary(0.8, 0.7, 0.9), eff.RANDOM_INIT: summary(0.5, 0.55, 0.52)},
+            "convention": {"fast": summary(0.7, 0.75)}}
+    pre["fast"]["last_validation"] = {"val_rtd_context_gain": 0.03, "val_rtd_auc": 0.6}
     rows = {r["model"]: r for r in eff.build_rows(per_sequence, 1.0, settings, pre, fine, {"steps": 100, "wall_time_s": 9.0})}
     assert list(rows) == ["mlm", "fast", eff.RANDOM_INIT]
     assert rows["fast"]["main_tflops"] == pytest.approx(12 * 16 * per_sequence["fast"]["main"] / 1e12)
@@ -108,7 +110,14 @@ def test_rows_add_up_flops_and_accuracies(demo):
     assert rows[eff.RANDOM_INIT]["total_tflops"] == 0 and rows[eff.RANDOM_INIT]["acc_median"] == 0.52
     assert rows["mlm"]["seeds"] == [1, 2, 3] and rows["mlm"]["finetune_wall_s"] == 3.0
     assert rows["fast"]["final_rtd_acc_replaced"] == 0.25 and rows["mlm"]["final_rtd_acc_replaced"] is None
-    partial = eff.build_rows(per_sequence, 1.0, settings, pre, {"mlm": summary(0.6)}, None)  # a run cut short
+    assert rows["fast"]["tasks"]["convention"] == {"median": 0.725, "min": 0.7, "max": 0.75, "stdev": pytest.approx(0.0354, abs=1e-4),
+                                                   "per_seed": [0.7, 0.75], "seeds": 2}
+    assert rows["fast"]["finetune_wall_s"] == 5.0 and "convention" not in rows["mlm"]["tasks"]
+    assert rows["fast"]["val_rtd_context_gain"] == 0.03 and "val_rtd_context_gain" not in rows["mlm"]
+    summary_json = eff.summary_schema(settings, list(rows.values()), 6.9, 1000, VOCAB)
+    assert summary_json["methods"]["fast"]["tasks"][eff.TASK]["median"] == 0.8
+    assert summary_json["methods"]["fast"]["val_rtd_context_gain"] == 0.03 and summary_json["unigram_entropy"] == 6.9
+    partial = eff.build_rows(per_sequence, 1.0, settings, pre, {eff.TASK: {"mlm": summary(0.6)}}, None)  # a run cut short
     assert "acc_median" not in partial[1] and partial[0]["acc_median"] == 0.6
 
 
