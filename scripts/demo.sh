@@ -10,7 +10,13 @@ AUX_STEPS=${AUX_STEPS:-1000}
 MAIN_STEPS=${MAIN_STEPS:-1000}
 export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 started=$(date +%s)
-rm -rf "$OUT" && mkdir -p "$OUT"
+# Replace only an earlier demo's directory (its marker, or the layout demos wrote before the marker), never a user's files.
+if [ -e "$OUT" ] && [ -n "$(ls -A "$OUT" 2>/dev/null)" ] && [ ! -e "$OUT/.fast-electra-demo" ] \
+   && ! { [ -f "$OUT/corpus.txt" ] && [ -d "$OUT/tokenizer" ] && [ -d "$OUT/aux" ]; }; then
+  echo "error: $OUT exists and is not an earlier demo's output; choose another OUT=... or remove it yourself" >&2
+  exit 2
+fi
+rm -rf "$OUT" && mkdir -p "$OUT" && touch "$OUT/.fast-electra-demo"
 
 python -c "from fast_electra_ds.data.text import write_pydoc_corpus as w; print(w('$OUT/corpus.txt'), 'documents in the embedded corpus')"
 fast-electra tokenizer --input "$OUT/corpus.txt" --out "$OUT/tokenizer" --vocab-size 4000
