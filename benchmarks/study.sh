@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The effectiveness study (issue 12) as it runs: resumable stage by stage (finished stages are skipped,
+# a cut-short pre-training run resumes from its checkpoint). Long: about 5 more hours on 2 cores.
+#   nohup bash benchmarks/study.sh > runs/study.log 2>&1 &
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# A fresh checkout (runs/ is not in git) starts from the finished stages committed with the results:
+# the tokenizer, and the mlm and electra pre-training runs (exports and metrics). The corpus and the
+# token shards are rebuilt (deterministic, minutes).
+if [ ! -d runs/study/stages ] && [ -d benchmarks/results/study/state ]; then
+  mkdir -p runs/study && cp -r benchmarks/results/study/state/. runs/study/
+fi
+mkdir -p runs/study
+python benchmarks/corpora.py --out runs/study/corpora > runs/study/corpora.jsonl
+WIKI=$(python -c "from fast_electra_ds.data.wiki import wiki_test_dump; print(wiki_test_dump())")
+exec python benchmarks/effectiveness.py --work runs/study --preset demo --vocab-size 8000 --micro-batch 32 --ranks 2 \
+  --lr 1e-3 --main-steps 3000 --aux-steps 1500 --methods mlm electra fast --seeds 1 2 3 --robustness \
+  --corpus "$WIKI" runs/study/corpora/python-docs.txt runs/study/corpora/linux-docs.txt runs/study/corpora/postgresql-docs.txt \
+  --set curriculum.t0=2 curriculum.tau=0.1 --out-dir runs/study/results
