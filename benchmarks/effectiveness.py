@@ -36,7 +36,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,8 @@ from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from fast_electra_ds.config import RunConfig, load_config
 from fast_electra_ds.errors import UserError
+from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
+from fast_electra_ds.process_group import free_port
 from fast_electra_ds.models.main import electra_config, scaled_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,12 +203,6 @@ def finish(work: Path, stage: str, record: dict) -> dict:
     return record
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def stream(command: list[str], log: Path, show) -> None:
     """Run `command`, writing everything to `log` and echoing the lines `show(line)` accepts."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -248,7 +243,7 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
                                       f"train.log_every={max(1, steps // 100)}", f"train.eval_every={max(1, steps // settings.evaluations)}",
                                       f"train.save_every={max(1, steps // settings.evaluations)}", "train.keep_last=1",
                                       "train.progress=lines", *extra]
-    command = ["deepspeed", "--num_gpus", str(settings.ranks), "--master_port", str(_free_port()), str(ROOT / "train.py"),
+    command = ["deepspeed", "--num_gpus", str(settings.ranks), "--master_port", str(free_port()), str(ROOT / "train.py"),
                "--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides, *(["--resume"] if resume else [])]
     say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks{' (resumed)' if resume else ''} (log: {settings.work / 'logs' / (stage + '.log')})")
     started = time.time()
@@ -398,7 +393,6 @@ def build_rows(per_sequence: dict, budget: float, settings: Settings, pre: dict[
 
 
 LEARNING_KEYS = ("val_mlm_loss", "val_mlm_prior_gap", "val_rtd_loss", "val_rtd_auc", "val_rtd_prior_gap", "val_rtd_context_gain")
-CONTEXT_GAIN_LEARNED = 0.02  # nats: the bar for "the discriminator learned context"
 MLM_GAP_LEARNED = 0.5  # nats below the unigram entropy: the bar for "the masked-LM learned context"
 
 

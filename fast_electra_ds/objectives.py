@@ -22,13 +22,13 @@ def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: to
     from .metrics.learning import rtd_statistics
 
     counted = attention_mask.bool() if positions is None else positions & attention_mask.bool()
-    statistics = rtd_statistics(logits, is_replaced, counted, input_ids, vocab_size)
     # Weighted by the counted-token mask, not gathered by it: no data-dependent shapes, so no host
     # sync on a GPU and no graph break under torch.compile.
     weight = counted.float()
     tokens = weight.sum()
     target = is_replaced.float()
     bce = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none")
+    statistics = rtd_statistics(logits, is_replaced, counted, input_ids, vocab_size, bce=bce)
     loss = (bce * weight).sum() / tokens.clamp(min=1)
     correct = ((logits.detach() > 0).float() == target).float() * weight
     replaced = target * weight

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -61,18 +60,14 @@ def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # flags before, between or after the overrides
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _single_process_defaults() -> None:
     """Allow `python train.py ...` without a launcher: a world of one."""
     if "RANK" not in os.environ:
+        from .process_group import free_port
+
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -65,12 +65,9 @@ class Runs:
         if ranks == 1:
             command = [sys.executable, str(ROOT / "train.py"), *args]
         else:
-            import socket
+            from fast_electra_ds.process_group import free_port
 
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(port), str(ROOT / "train.py"), *args]
+            command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
         log = self.logs / f"{name}.log"
         with log.open("w") as out:
             completed = subprocess.run(command, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT,

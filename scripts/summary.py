@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForPreTraining, AutoTokenizer
 
+from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # nats: the bar for "learned context"
 
-CONTEXT_GAIN_LEARNED = 0.02  # nats: the bar for "learned context"
 PRIOR_GAP_NOISE = 0.005  # nats: below this, no better than the base rate
 
 

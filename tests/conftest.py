@@ -1,20 +1,15 @@
 """Shared fixtures: a real corpus (Python's pydoc topics), a tokenizer and token shards made once
 per session, and a helper that runs train.py on several CPU ranks through the deepspeed launcher."""
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from fast_electra_ds.process_group import free_port  # noqa: F401 (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_env() -> dict:

@@ -30,7 +30,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, run_guarded
 
 CORPUS = "data/political_data.json"
 PARTIES = ("democrat", "republican")
@@ -89,13 +89,7 @@ def write_task(out_dir: str | Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    args = parser.parse_args(argv)
-    try:
-        print(json.dumps(write_task(args.out)))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
+    return run_guarded(lambda a: print(json.dumps(write_task(parser.parse_args(a).out))), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

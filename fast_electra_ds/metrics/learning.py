@@ -32,6 +32,8 @@ LOGIT_BINS = 4096
 LOGIT_RANGE = 8.0
 # Pseudo-counts of the token-only detector's prior (the global replaced rate) for each token id.
 TOKEN_PRIOR_COUNTS = 2.0
+# The bar for "the discriminator learned context" (demo summary, effectiveness study), in nats.
+CONTEXT_GAIN_LEARNED = 0.02
 # Tokens after which the token-only detector's counts have faded to 1/e: long enough for rare
 # tokens to be counted, short enough to follow a replacement distribution that changes in training.
 COUNT_MEMORY_TOKENS = 4_000_000
@@ -42,9 +44,10 @@ VECTOR_STATS = (HISTOGRAM, TOKEN_COUNTS)
 
 
 def rtd_statistics(logits: torch.Tensor, is_replaced: torch.Tensor, counted: torch.Tensor,
-                   input_ids: torch.Tensor | None = None, vocab_size: int | None = None):
+                   input_ids: torch.Tensor | None = None, vocab_size: int | None = None, bce: torch.Tensor | None = None):
     """Sums for the learning metrics of one micro-batch: logits, labels, counted-token mask and the
-    observed token ids, all [B, S]. Returns objectives.Metrics-style (numerator, denominator) pairs."""
+    observed token ids, all [B, S]; `bce`, the per-token losses if the caller has them already.
+    Returns objectives.Metrics-style (numerator, denominator) pairs."""
     weight = counted.detach().float().reshape(-1)
     logits = logits.detach().float().reshape(-1)
     replaced = is_replaced.reshape(-1).long()
@@ -54,7 +57,9 @@ def rtd_statistics(logits: torch.Tensor, is_replaced: torch.Tensor, counted: tor
     histogram = torch.zeros(2 * LOGIT_BINS, device=logits.device).index_add_(0, replaced * LOGIT_BINS + bins, weight)
     predicted = (logits > 0).float() * weight
     true_positive = (predicted * replaced).sum()
-    bce = F.binary_cross_entropy_with_logits(logits, replaced.float(), reduction="none")
+    if bce is None:
+        bce = F.binary_cross_entropy_with_logits(logits, replaced.float(), reduction="none")
+    bce = bce.detach().float().reshape(-1)
     stats = {
         HISTOGRAM: (histogram, one),
         "rtd_bce": ((bce * weight).sum(), weight.sum()),  # token-weighted over micro-batches and ranks
