@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,7 @@ class Settings:
     tasks: tuple[str, ...] = TASKS
     robustness: bool = False  # also electra and fast at LR_FACTOR x the peak lr
     report_only: bool = False  # build the table from the finished stages, run nothing
+    jobs: int = 1  # fine-tuning runs at once
 
     @property
     def global_batch(self) -> int:
@@ -250,11 +252,21 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
     partial_wall = out / "stage_wall_time.json"
     earlier = json.loads(partial_wall.read_text())["wall_time_s"] if partial_wall.is_file() else 0.0
     log = settings.work / "logs" / f"{stage}{'-resumed' if resume else ''}.log"
-    try:
-        stream(command, log, lambda line: "[fast-electra] step=" in line or "[fast-electra] method" in line)
-    finally:
+
+    def save_wall_time() -> None:
         partial_wall.parent.mkdir(parents=True, exist_ok=True)
         partial_wall.write_text(json.dumps({"wall_time_s": earlier + time.time() - started}))
+
+    def show(line: str) -> bool:
+        if "[fast-electra] step=" in line:
+            save_wall_time()  # at every logged step: a run killed with its session keeps its wall time up to there
+            return True
+        return "[fast-electra] method" in line
+
+    try:
+        stream(command, log, show)
+    finally:
+        save_wall_time()
     wall = earlier + time.time() - started
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     validated = [r for r in metrics if any(k.startswith("val_") for k in r)]
@@ -343,6 +355,25 @@ def finetune(settings: Settings, name: str, model_dir: str, task: str, seed: int
     return finish(settings.work, stage, {"model": name, "task": task, "seed": seed, "accuracy": summary["per_seed"][str(seed)]["accuracy"],
                                          "majority_baseline": summary.get("majority_baseline"), "summary": summary,
                                          "wall_time_s": time.time() - started})
+
+
+def finetune_all(settings: Settings, pre: dict[str, dict]) -> dict[str, dict[str, list[dict]]]:
+    """Every model on every task and seed, `settings.jobs` runs at a time (each run is one thread, so
+    2 jobs fill 2 cores). Seed-major order: every model's seed 1 on each task, then seed 2, ...; a run
+    cut short still compares all models."""
+    # The task files once, before runs in parallel could race to write them.
+    if TASK in settings.tasks and not settings.report_only:
+        glue_dir(settings)
+    if "convention" in settings.tasks and not settings.report_only:
+        convention_task(settings)
+    runs = [(task, name, seed) for seed in settings.seeds for task in settings.tasks for name in pre]
+    with ThreadPoolExecutor(max_workers=settings.jobs) as pool:
+        results = list(pool.map(lambda run: finetune(settings, run[1], pre[run[1]]["hf"], run[0], run[2]), runs))
+    fine: dict[str, dict[str, list[dict]]] = {task: {name: [] for name in pre} for task in settings.tasks}
+    for (task, name, _), result in zip(runs, results):
+        if result is not None:
+            fine[task][name].append(result)
+    return fine
 
 
 # --- the table ----------------------------------------------------------------------------------------
@@ -667,6 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="fine-tuning tasks (default: both)")
     parser.add_argument("--robustness", action="store_true", help=f"also pre-train {' and '.join(ROBUSTNESS)} at {LR_FACTOR:g}x the peak lr")
     parser.add_argument("--evaluations", type=int, default=12, help="validations (and checkpoints) per pre-training run (default 12)")
+    parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once, one thread each (default 1; "
+                        "2 fills 2 cores)")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -677,7 +710,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
     work = Path(args.work or ("runs/effectiveness-quick" if args.quick else "runs/effectiveness"))
     if not work.is_absolute():
         work = ROOT / work
-    for name, value in [("--micro-batch", args.micro_batch), ("--ranks", args.ranks)]:
+    for name, value in [("--micro-batch", args.micro_batch), ("--ranks", args.ranks), ("--jobs", args.jobs)]:
         if value < 1:
             raise UserError(f"{name} is {value}", f"give a positive {name}")
     return Settings(work=work, preset=pick(args.preset, "preset"), overrides=pick(args.overrides, "overrides"), ranks=args.ranks,
@@ -686,7 +719,7 @@ def make_settings(args: argparse.Namespace) -> Settings:
                     budget=args.budget, methods=args.methods, seeds=pick(args.seeds, "seeds"), corpus=args.corpus,
                     pydoc=args.pydoc, recipe=args.recipe, finetune_overrides=pick(args.finetune_set, "finetune_overrides"),
                     finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"), lr=pick(args.lr, "lr"),
-                    report_only=args.report_only, tasks=tuple(args.tasks), robustness=args.robustness, evaluations=args.evaluations)
+                    report_only=args.report_only, tasks=tuple(args.tasks), robustness=args.robustness, evaluations=args.evaluations, jobs=args.jobs)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -743,13 +776,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     pre[RANDOM_INIT] = random_init(settings, vocab_size, tokenizer.pad_token_id or 0)
     pre = {name: record for name, record in pre.items() if record is not None}  # --report-only: the finished ones
 
-    # Seed-major: every model's seed 1 on each task, then seed 2, ...: a run cut short still compares all models.
-    fine: dict[str, dict[str, list[dict]]] = {task: {name: [] for name in pre} for task in settings.tasks}
-    for seed in settings.seeds:
-        for task in settings.tasks:
-            for name, record in pre.items():
-                if (result := finetune(settings, name, record["hf"], task, seed)) is not None:
-                    fine[task][name].append(result)
+    fine = finetune_all(settings, pre)
     majority = {task: next((r["majority_baseline"] for runs in fine[task].values() for r in runs), None) for task in settings.tasks}
 
     # Fast-ELECTRA's robustness claim: electra and fast again at LR_FACTOR x the peak learning rate.

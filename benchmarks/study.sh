@@ -14,6 +14,6 @@ mkdir -p runs/study
 python benchmarks/corpora.py --out runs/study/corpora > runs/study/corpora.jsonl
 WIKI=$(python -c "from fast_electra_ds.data.wiki import wiki_test_dump; print(wiki_test_dump())")
 exec python benchmarks/effectiveness.py --work runs/study --preset demo --vocab-size 8000 --micro-batch 32 --ranks 2 \
-  --lr 1e-3 --main-steps 3000 --aux-steps 1500 --methods mlm electra fast --seeds 1 2 3 --robustness \
+  --lr 1e-3 --main-steps 3000 --aux-steps 1500 --methods mlm electra fast --seeds 1 2 3 --robustness --jobs 2 \
   --corpus "$WIKI" runs/study/corpora/python-docs.txt runs/study/corpora/linux-docs.txt runs/study/corpora/postgresql-docs.txt \
   --set curriculum.t0=2 curriculum.tau=0.1 --out-dir runs/study/results

@@ -89,6 +89,35 @@ def test_settings_defaults_quick_and_bad_input():
         eff.make_settings(eff.parse_args(["--set", "model.depth=3"])).run_config()
     with pytest.raises(UserError, match="--micro-batch"):
         eff.make_settings(eff.parse_args(["--micro-batch", "0"]))
+    with pytest.raises(UserError, match="--jobs"):
+        eff.make_settings(eff.parse_args(["--jobs", "0"]))
+
+
+def test_finetune_all_runs_every_model_task_seed_once_and_files_results_by_task_and_model(monkeypatch, tmp_path):
+    """Two jobs at once: every (task, model, seed) runs exactly once, started seed-major, and each result
+    lands under its own task and model in seed order whatever order the runs finish in."""
+    import threading
+    import time
+
+    settings = eff.make_settings(eff.parse_args(["--work", str(tmp_path), "--jobs", "2", "--seeds", "1", "2"]))
+    started, lock = [], threading.Lock()
+
+    def fake_finetune(settings, name, model_dir, task, seed):
+        with lock:
+            started.append((seed, task, name))
+        time.sleep(0.02 if seed == 1 else 0.0)  # later runs finish first
+        return None if (name, seed) == ("fast", 2) else {"model": name, "task": task, "seed": seed, "dir": model_dir}
+
+    monkeypatch.setattr(eff, "finetune", fake_finetune)
+    monkeypatch.setattr(eff, "glue_dir", lambda settings: tmp_path)
+    monkeypatch.setattr(eff, "convention_task", lambda settings: tmp_path)
+    pre = {"mlm": {"hf": "m"}, "fast": {"hf": "f"}}
+    fine = eff.finetune_all(settings, pre)
+    assert sorted(started) == sorted((s, t, n) for s in (1, 2) for t in eff.TASKS for n in pre)
+    assert {seed for seed, _, _ in started[:4]} == {1}
+    for task in eff.TASKS:
+        assert [r["seed"] for r in fine[task]["mlm"]] == [1, 2] and [r["seed"] for r in fine[task]["fast"]] == [1]
+        assert {r["task"] for r in fine[task]["mlm"]} == {task} and {r["dir"] for r in fine[task]["fast"]} == {"f"}
 
 
 def test_rows_add_up_flops_and_accuracies(demo):
@@ -127,7 +156,7 @@ def test_quick_run_end_to_end(tmp_path):
     fine-tuning, table, CSV, plot. About 5 minutes on 2 CPU cores."""
     out = tmp_path / "results"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "effectiveness.py"), "--quick", "--work", str(tmp_path / "work"),
-                             "--out-dir", str(out), "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
+                             "--out-dir", str(out), "--quiet", "--jobs", "2"], cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads((out / "effectiveness.json").read_text())
     rows = {r["model"]: r for r in results["rows"]}
