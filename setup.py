@@ -38,6 +38,6 @@ setup(
     ],
     # pyarrow: `prepare` reads .parquet/.arrow with it (imported only then; Hugging Face datasets brings it);
     # datasets: the tests write those files as it does. bench: the PNG charts of benchmarks/report.py.
-    extras_require={"test": ["pytest>=8", "pyarrow", "datasets"], "bench": ["matplotlib"]},
+    extras_require={"test": ["pytest>=8", "pyarrow", "datasets", "wandb"], "bench": ["matplotlib"]},
     entry_points={"console_scripts": ["fast-electra=fast_electra_ds.cli:main"]},
 )

@@ -1,5 +1,6 @@
 """The real thing on 2 CPU ranks through the deepspeed launcher, on real text: stage 1 (aux-mlm),
 stage 2 (fast) under ZeRO-3, resume, export."""
+import csv
 import json
 import re
 from pathlib import Path
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.integration
 STEPS = 30
 
 
-def common(prepared, out_dir, *extra):
-    return ["--ds_config", str(ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+def common(prepared, out_dir, *extra, ds_config: Path = ROOT / "ds_configs/zero3.json"):
+    return ["--ds_config", str(ds_config), "--config", str(ROOT / "configs/tiny.yaml"),
             f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
             "train.log_every=1", *extra]
 
@@ -33,9 +34,14 @@ def aux_run(prepared, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fast_run(prepared, aux_run, tmp_path_factory):
+    """The shipped config plus DeepSpeed's other two monitors, CSV and W&B (offline: cpu_env)."""
     out = tmp_path_factory.mktemp("fast")
+    ds_config = json.loads((ROOT / "ds_configs/zero3.json").read_text())
+    ds_config.update(csv_monitor={"enabled": True}, wandb={"enabled": True, "project": "fast-electra-test"})
+    config_file = tmp_path_factory.mktemp("fast_config") / "ds_config.json"
+    config_file.write_text(json.dumps(ds_config))
     result = launch(common(prepared, out, "method=fast", f"aux.path={aux_run / 'hf'}", f"train.steps={STEPS}",
-                           "train.eval_every=10", "train.progress=bar"))
+                           "train.eval_every=10", "train.progress=bar", ds_config=config_file))
     return out, result.stdout + result.stderr
 
 
@@ -62,7 +68,7 @@ def test_fast_loss_decreases_and_logs_every_field(fast_run):
     assert 0 < records[0]["replaced_frac"] <= 0.16  # at most the 15% selected, minus samples equal to the original
 
 
-def test_learning_metrics_validation_and_tensorboard_from_two_ranks(fast_run):
+def test_learning_metrics_validation_and_every_monitor_from_two_ranks(fast_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run, output = fast_run
@@ -85,6 +91,17 @@ def test_learning_metrics_validation_and_tensorboard_from_two_ranks(fast_run):
     assert [e.value for e in loss] == pytest.approx([r["loss"] for r in records], rel=1e-6)
     assert [e.value for e in events.Scalars("train/step")] == [r["step"] for r in records]
     assert [e.step for e in events.Scalars("val/rtd_auc")] == [160, 320, 480]
+
+    # DeepSpeed's CSV monitor: one file per scalar, the same values
+    with (run / "csv_monitor" / "train_loss.csv").open() as rows:
+        logged = list(csv.DictReader(rows))
+    assert [int(r["step"]) for r in logged] == [r["samples"] for r in records]
+    assert [float(r["loss"]) for r in logged] == pytest.approx([r["loss"] for r in records], rel=1e-6)
+    assert (run / "csv_monitor" / "val_rtd_context_gain.csv").read_text().count("\n") == 1 + len(evaluated)
+    # W&B offline (no network): the run's record file names our scalars (its format has no public reader)
+    [wandb_run] = (run / "wandb").glob("offline-run-*/run-*.wandb")
+    recorded = wandb_run.read_bytes()
+    assert recorded.startswith(b":W&B") and recorded.count(b"train/rtd_context_gain") >= STEPS and b"val/rtd_auc" in recorded
 
     # rank 0's tqdm bar: step/total [elapsed<eta, rate]
     assert re.search(rf"{STEPS}/{STEPS} \[\d+:\d\d<00:00, +[\d.]+(step/s|s/step)", output), output[-2000:]
