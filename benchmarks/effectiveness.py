@@ -453,7 +453,8 @@ def robustness_verdict(high: dict, default: dict | None) -> dict:
             "stalled": gain is None or gain < CONTEXT_GAIN_LEARNED}
 
 
-def render_learning(rows: list[dict], robustness: dict[str, dict], settings: Settings, majority: dict) -> str:
+def render_learning(rows: list[dict], robustness: dict[str, dict], defaults: dict[str, dict], settings: Settings,
+                    majority: dict) -> str:
     """What each model learned (held-out text, the last validation) and the second task."""
     header = ["Model", "val MLM loss", "val MLM gap to unigram", "val RTD loss", "val RTD AUC", "val RTD prior gap",
               "val RTD context gain", *[f"{task} median (min–max, seeds)" for task in settings.tasks]]
@@ -472,8 +473,11 @@ def render_learning(rows: list[dict], robustness: dict[str, dict], settings: Set
         lines += [f"Robustness: electra and fast at {LR_FACTOR:g} x the peak learning rate ({pretraining_lr(settings) * LR_FACTOR:g})", ""]
         for method, record in robustness.items():
             last = record.get("last_validation") or {}
-            lines.append(f"- {method}: val RTD loss {last.get('val_rtd_loss')}, AUC {last.get('val_rtd_auc')}, "
-                         f"context gain {last.get('val_rtd_context_gain')} (last log: loss {record.get('last', {}).get('loss')})")
+            verdict = robustness_verdict(record, defaults.get(method))
+            state = "diverged" if verdict["diverged"] else "stalled" if verdict["stalled"] else "learned context"
+            lines.append(f"- {method}: **{state}** (context gain bar {CONTEXT_GAIN_LEARNED}): val RTD loss {last.get('val_rtd_loss')}, "
+                         f"AUC {last.get('val_rtd_auc')}, context gain {last.get('val_rtd_context_gain')} against "
+                         f"{verdict['default_lr_val_rtd_context_gain']} at the default lr (last log: loss {record.get('last', {}).get('loss')})")
     return "\n".join(lines)
 
 
@@ -791,7 +795,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     wall = stages_wall_time(settings.work)
     command = "python benchmarks/effectiveness.py" + (" " + " ".join(argv) if argv else "")
     text = render(rows, aux, per_sequence, budget, settings, corpus, majority.get(TASK), prepared["num_tokens"], wall, command)
-    text += "\n" + render_learning(rows, robustness, settings, majority)
+    text += "\n" + render_learning(rows, robustness, pre, settings, majority)
     unigram = unigram_entropy(settings)
     results = {"command": command, "wall_time_s": wall, "budget_flops": budget, "flops_per_sequence": per_sequence,
                "global_batch": settings.global_batch, "lr": pretraining_lr(settings), "ranks": settings.ranks, "preset": settings.preset,
