@@ -8,7 +8,9 @@ in turn), median over steps of the slowest rank's step time.
 
 Methods: `fast`; `original` = method electra with a generator of the aux model's size (depth 1/3, full
 width: the poster's Original); `electra` = method electra as config.py builds it (ELECTRA's 1/4-width
-generator). Shapes (main model preset, sequence, micro-batch, vocabulary): small = small, 128, 8, 30522;
+generator); `main-only` = fast's main model alone on already-corrupted input (a random mask_prob share
+of the positions replaced by random tokens: no aux, no sampler), the measured floor of fast's step:
+main-only/original bounds what any aux and sampler can reach. Shapes (main model preset, sequence, micro-batch, vocabulary): small = small, 128, 8, 30522;
 base = base, 256, 1, 30522 (a base-like shape that fits a CPU).
 
 Beside each ratio: the FLOPs-predicted one (each method's flops_per_sequence, accounting/flops.py),
@@ -39,14 +41,15 @@ SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 SHAPES = {"small": dict(preset="small", seq_len=128, micro_batch=8, vocab_size=30522),
           "base": dict(preset="base", seq_len=256, micro_batch=1, vocab_size=30522),
           "tiny": dict(preset="tiny", seq_len=64, micro_batch=2, vocab_size=1000)}
-METHODS = ("fast", "original", "electra")
+MAIN_ONLY = "main-only"
+METHODS = ("fast", "original", "electra", MAIN_ONLY)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
 
 
 def run_config(method: str, shape: dict, steps: int):
     from fast_electra_ds.config import RunConfig
 
-    config = RunConfig(method="electra" if method == "original" else method)
+    config = RunConfig(method={"original": "electra", MAIN_ONLY: "fast"}.get(method, method))
     config.model.preset = shape["preset"]
     config.model.max_position_embeddings = max(shape["seq_len"], 512)
     config.data.seq_len = shape["seq_len"]
@@ -85,6 +88,24 @@ def gemm_peak_tflops(shape: dict, hidden: int, device: torch.device, repeats: in
     return best
 
 
+def main_only_inputs(method, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The main model's inputs without an aux: mask_prob of the positions replaced by uniformly random
+    tokens (the step's cost does not depend on which tokens; these few elementwise ops are all that is
+    left of the replacement)."""
+    original = batch["input_ids"]
+    replaced = torch.rand(original.shape, generator=generator, device=original.device) < method.config.masking.mask_prob
+    random_tokens = torch.randint(5, method.tokens.vocab_size, original.shape, generator=generator, device=original.device)
+    corrupted = torch.where(replaced, random_tokens, original)
+    inputs = {"input_ids": corrupted, "attention_mask": batch["attention_mask"], "is_replaced": corrupted != original}
+    if method.config.model.corrective_lm:
+        inputs["original_ids"] = original
+    return inputs
+
+
+def flops_per_sequence(name: str, method, seq_len: int) -> float:
+    return method.main_flops_per_sequence(seq_len) if name == MAIN_ONLY else method.flops_per_sequence(seq_len)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -120,7 +141,8 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         dist.barrier()
         config.aux.path = aux_dir
         method = REGISTRY[config.method](config, tokens, device)
-        method.setup()
+        if name != MAIN_ONLY:  # main-only loads no aux
+            method.setup()
         ds = resolve_ds_config(ds_config(shape), world, config, on_cuda)
         module = method.build_model(ds)
         engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=method.param_groups(module), config=ds)
@@ -137,7 +159,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         ids[:, 0], ids[:, -1] = tokens.cls_id, tokens.sep_id
         batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
         ctx = StepContext(number, number / total_steps, torch.Generator(device=device).manual_seed(number * 100 + rank))
-        inputs, _ = method.prepare_batch(batch, ctx)
+        inputs = main_only_inputs(method, batch, ctx.generator) if name == MAIN_ONLY else method.prepare_batch(batch, ctx)[0]
         loss, _ = engine(**inputs)
         engine.backward(loss)
         method.before_optimizer_step(engine.optimizer.param_groups)
@@ -180,9 +202,10 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         for name in methods:
             step_times = [next(per) for _ in times[name]]
             method = runners[name][0]
-            flops_per_rank = method.flops_per_sequence(shape["seq_len"]) * shape["micro_batch"]
+            per_sequence = flops_per_sequence(name, method, shape["seq_len"])
+            flops_per_rank = per_sequence * shape["micro_batch"]
             median = statistics.median(step_times)
-            result["methods"][name] = {"step_s": median, "step_times": step_times, "gflops_per_sequence": method.flops_per_sequence(shape["seq_len"]) / 1e9,
+            result["methods"][name] = {"step_s": median, "step_times": step_times, "gflops_per_sequence": per_sequence / 1e9,
                                        "model_tflops_per_rank": flops_per_rank / median / 1e12,
                                        "mfu": flops_per_rank / median / 1e12 / peak, "gemm_share": gemm_share[name],
                                        "top_other_ops": rest[name]}
@@ -208,17 +231,24 @@ def measure(shape_name: str, ranks: int, methods: list[str], steps: int, warmup:
     return result
 
 
+RATIOS = (("fast", "original"), ("fast", "electra"), (MAIN_ONLY, "original"))  # the last: fast/original's measured floor
+
+
+def ratio_key(numerator: str, denominator: str) -> str:
+    return f"{numerator.replace('-', '_')}_over_{denominator}"
+
+
 def add_ratios(result: dict) -> None:
-    """fast over original and over electra: measured step-time ratio (median of the per-step ratios of
-    interleaved steps, and its range) and the FLOPs-predicted one."""
+    """fast over original and over electra, and main-only over original (the floor): measured
+    step-time ratio (median of the per-step ratios of interleaved steps, and its range) and the
+    FLOPs-predicted one."""
     m = result["methods"]
-    if "fast" not in m:
-        return
-    for other in ("original", "electra"):
-        if other in m:
-            paired = [f / o for f, o in zip(m["fast"]["step_times"], m[other]["step_times"])]
-            result[f"fast_over_{other}"] = {"measured": statistics.median(paired), "range": [min(paired), max(paired)],
-                                            "predicted": m["fast"]["gflops_per_sequence"] / m[other]["gflops_per_sequence"]}
+    for numerator, denominator in RATIOS:
+        if numerator in m and denominator in m:
+            paired = [a / b for a, b in zip(m[numerator]["step_times"], m[denominator]["step_times"])]
+            result[ratio_key(numerator, denominator)] = {
+                "measured": statistics.median(paired), "range": [min(paired), max(paired)],
+                "predicted": m[numerator]["gflops_per_sequence"] / m[denominator]["gflops_per_sequence"]}
 
 
 def render(results: list[dict]) -> str:
@@ -230,13 +260,16 @@ def render(results: list[dict]) -> str:
         for name, m in r["methods"].items():
             lines.append(f"| {r['shape']} | {r['ranks']} | {name} | {m['step_s'] * 1e3:.1f} | {m['gflops_per_sequence']:.2f} | "
                          f"{m['model_tflops_per_rank']:.4f} | {m['gemm_share']:.0%} | {m['mfu']:.1%} | {r['gemm_peak_tflops']:.3f} |")
-    lines += ["", "| shape | ranks | fast/original measured | predicted (FLOPs) | fast/electra measured | predicted (FLOPs) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| shape | ranks | fast/original measured | predicted (FLOPs) | fast/electra measured | predicted (FLOPs) "
+              "| floor: main-only/original measured | predicted (FLOPs) |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         cells = []
-        for other in ("original", "electra"):
-            x = r.get(f"fast_over_{other}")
+        for numerator, denominator in RATIOS:
+            x = r.get(ratio_key(numerator, denominator))
             cells += [f"{x['measured']:.3f} ({x['range'][0]:.3f}–{x['range'][1]:.3f})", f"{x['predicted']:.3f}"] if x else ["–", "–"]
         lines.append(f"| {r['shape']} | {r['ranks']} | " + " | ".join(cells) + " |")
+    lines += ["", "main-only is fast's main model alone (no aux, no sampler) through the same engine, interleaved with the "
+              "others: no aux or sampler can bring fast/original below main-only/original, measured or predicted."]
     lines += ["", "Largest non-GEMM self times (share of the profiled step):"]
     for r in results:
         for name, m in r["methods"].items():
@@ -245,7 +278,18 @@ def render(results: list[dict]) -> str:
     device = results[0]["device"] if results else "?"
     lines += ["", f"Device: {device}, {results[0]['threads'] if results else '?'} threads per rank. "
               "GEMM share: profiler self time of matmul kernels over the profiled step's wall time; the rest is "
-              "elementwise kernels (GELU, LayerNorm, softmax, dropout's RNG), attention, the optimizer and, across ranks, communication."]
+              "elementwise kernels (GELU, LayerNorm, softmax, dropout's RNG), attention, the optimizer and, across ranks, communication.",
+              "",
+              "AccumulateGrad on 2 ranks is mostly waiting for the other rank, not accumulating. DeepSpeed's ZeRO-3 registers its "
+              "gradient hook with register_post_accumulate_grad_hook (deepspeed/utils/torch.py register_grad_hook; "
+              "stage3.py reduce_partition_and_remove_grads), so the hook runs inside AccumulateGrad; when a parameter "
+              "fills the reduce bucket, the hook all-reduces the bucket (stage3.py __avg_scatter_contiguous_grads: "
+              "dist.all_reduce, synchronous; the CPU accelerator has no side stream) and blocks until the slower rank "
+              "gets there. The profiler records no op for that wait, so it lands in AccumulateGrad's self time. It is "
+              "DeepSpeed's, and its size is the ranks' imbalance in that one profiled step, not a property of the method: "
+              "cProfile around engine.backward at `small`, 2 ranks (2 buckets, so 2 waits a step), beside another "
+              "2-rank job on 2 cores, measured 0.07-0.66 s of waiting per backward for fast, 0.08-1.18 s for original "
+              "and 0.07-0.88 s for electra, in backwards of 1.1-5.1 s."]
     return "\n".join(lines)
 
 

@@ -15,7 +15,11 @@ data-parallel rank, printed beside the poster's table.
 
     python benchmarks/memory.py [--settings paper-base paper-large] [--micro-batch 8] [--zero-stage 0]
                                 [--world-size 1] [--precision bf16] [--validate small]
-                                [--validate-stages 0 3]
+                                [--validate-stages 0 3] [--setups 0:1 3:8 3:16]
+
+--setups: Fast/Original at each ZeRO stage:world size, beside the bound main/Original (the ratio if
+the aux cost nothing), for every setting: under ZeRO-3 the trained models' states shrink with the
+ranks while the frozen aux stays whole on each, so the ratio and its bound depend on the set-up.
 
 Original: the generator (the aux model's size) and the main model train jointly; main = the main
 model's step alone, aux = total − main. Its generator (`--original-generator`) is the poster's at
@@ -115,12 +119,54 @@ def simulate(setting: PaperSetting, fake: bool = True, device: str = "cpu", prog
         if progress is not None:
             progress.set_postfix_str(f"{setting.name} {kind}")
         step: TrackedStep = track_forward_backward(step_builder(setting, kind, device), fake=fake,
-                                                   persistence_threshold=zero.param_persistence_threshold)
+                                                   persistence_threshold=zero.param_persistence_threshold,
+                                                   gradients_leave=setting.zero_stage == 3)
         parts = deepspeed_peak(step, setting.zero_stage, setting.world_size, setting.precision, zero=zero)
         per_rank[kind], detail[kind] = parts["total"], {**parts, "trained_params": step.trained_numel}
         if progress is not None:
             progress.update(1)
     return summarize(setting, per_rank, detail)
+
+
+MEMORY_SETUPS = ((0, 1), (3, 8), (3, 16))  # (ZeRO stage, world size): the issue's simulation, and ZeRO-3 on 1 and 2 nodes of 8
+
+
+def ratios_by_setup(settings: list[PaperSetting], setups: tuple[tuple[int, int], ...] = MEMORY_SETUPS) -> dict:
+    """Fast/Original peak memory per rank at each (ZeRO stage, world size), beside the bound no aux can
+    beat: main / Original, the ratio if the aux cost nothing (Fast = the main model's step alone).
+    Each step is tracked once per setting and per gradient regime (ZeRO-3 frees gradients as they
+    come), then divided per setup by `deepspeed_peak`."""
+    out = {}
+    for setting in settings:
+        tracked, out[setting.name] = {}, {}
+        for stage, world in setups:
+            s = setting.replace(zero_stage=stage, world_size=world)
+            zero = zero_buffers(s)
+            totals = {}
+            for kind in KINDS:
+                key = (kind, stage == 3)
+                if key not in tracked:
+                    tracked[key] = track_forward_backward(step_builder(s, kind), persistence_threshold=zero.param_persistence_threshold,
+                                                          gradients_leave=stage == 3)
+                totals[kind] = deepspeed_peak(tracked[key], stage, world, s.precision, zero=zero)["total"]
+            out[setting.name][setup_name(stage, world)] = {
+                "zero_stage": stage, "world_size": world, "main": totals["main"], "original": totals["original"], "fast": totals["fast"],
+                "fast_over_original": totals["fast"] / totals["original"], "bound_zero_cost_aux": totals["main"] / totals["original"]}
+    return out
+
+
+def setup_name(stage: int, world: int) -> str:
+    return f"zero{stage}-{world}ranks"
+
+
+def render_setups(by_setup: dict, target: float = 0.65) -> str:
+    rows = [[name, f"ZeRO-{r['zero_stage']}", r["world_size"], r["main"] / GB, r["original"] / GB, r["fast"] / GB,
+             f"{r['fast_over_original']:.3f}", f"{r['bound_zero_cost_aux']:.3f}", "yes" if r["fast_over_original"] <= target else "no"]
+            for name, setups in by_setup.items() for r in setups.values()]
+    return ("Fast/Original peak memory per rank by engine set-up (simulated, GB per rank), beside the bound no aux can "
+            "beat: main/Original, the ratio if the aux cost nothing\n\n"
+            + markdown_table(["Setting", "ZeRO", "ranks", "main", "Original", "Fast", "Fast/Original", "bound main/Original",
+                              f"≤ {target}"], rows, digits=2))
 
 
 def summarize(setting: PaperSetting, per_rank: dict[str, int], detail: dict | None = None) -> dict:
@@ -157,8 +203,8 @@ def measure_real(setting: PaperSetting, progress: tqdm | None = None, repeats: i
 
 
 def run(settings: list[PaperSetting], validate: str | None = "small", out_dir: Path | None = RESULTS, quiet: bool = False,
-        validate_stages: tuple[int, ...] = (0, 3)) -> dict:
-    results = {"simulated": {}, "validation": []}
+        validate_stages: tuple[int, ...] = (0, 3), setups: tuple[tuple[int, int], ...] = MEMORY_SETUPS) -> dict:
+    results = {"simulated": {}, "validation": [], "by_setup": ratios_by_setup(settings, setups) if setups else {}}
     total_steps = 3 * len(settings) + (6 * len(validate_stages) if validate else 0)
     with tqdm(total=total_steps, desc="memory", disable=quiet, file=sys.stderr) as bar:
         for setting in settings:
@@ -196,6 +242,8 @@ def render(results: dict) -> str:
     text = ("Peak memory of one training step per rank, GB = 10⁹ bytes (simulated: FakeTensorMode + MemTracker for the "
             "16-bit forward/backward, DeepSpeed's model states and buffers from the parameter counts)\n\n"
             + markdown_table(header, rows, digits=2) + "\n\n" + "\n".join(notes))
+    if results.get("by_setup"):
+        text += "\n\n" + render_setups(results["by_setup"])
     device = "cuda (max_memory_allocated)" if torch.cuda.is_available() else "cpu (allocator-level: torch.profiler memory events)"
     for v in results.get("validation") or []:
         vs = v["setting"]
@@ -225,10 +273,13 @@ def main(argv: list[str] | None = None) -> dict:
     add_setting_args(parser)
     parser.add_argument("--validate", default="small", help="setting measured for real to validate the simulation ('' to skip)")
     parser.add_argument("--validate-stages", type=int, nargs="+", default=[0, 3], help="ZeRO stages of the validation (world size 1)")
+    parser.add_argument("--setups", nargs="*", default=[f"{stage}:{world}" for stage, world in MEMORY_SETUPS],
+                        help="ZeRO stage:world size pairs of the Fast/Original-by-set-up table (none to skip)")
     parser.add_argument("--out", default=str(RESULTS), help="directory for memory.json / memory.md ('' to write nothing)")
     args = parser.parse_args(argv)
+    setups = tuple(tuple(int(x) for x in setup.split(":")) for setup in args.setups)
     return run(settings_from_args(args), args.validate or None, Path(args.out) if args.out else None,
-               validate_stages=tuple(args.validate_stages))
+               validate_stages=tuple(args.validate_stages), setups=setups)
 
 
 if __name__ == "__main__":

@@ -63,10 +63,17 @@ class TrackedStep:
 
 
 def track_forward_backward(build: Callable[[], tuple[list[torch.nn.Module], list[torch.nn.Module], Callable[[], torch.Tensor]]],
-                           fake: bool = True, persistence_threshold: int = 100_000) -> TrackedStep:
+                           fake: bool = True, persistence_threshold: int = 100_000,
+                           gradients_leave: bool = False) -> TrackedStep:
     """Forward and backward of `build()`'s loss function under MemTracker (FakeTensorMode: nothing is
     allocated). The optimizer step is not run: DeepSpeed's optimizer states are counted by
-    `deepspeed_peak` from the parameter counts."""
+    `deepspeed_peak` from the parameter counts.
+
+    gradients_leave (ZeRO-3): each trained parameter's gradient is freed as soon as it is accumulated,
+    as DeepSpeed's stage-3 hook does (stage3.py reduce_partition_and_remove_grads: the gradient is
+    copied into the reduce bucket, counted in `deepspeed_peak`'s buffers, and once the bucket is
+    reduced `partition_grads` sets param.grad = None; this rank's partition is in the model states). Without
+    it the step holds every gradient computed so far, as ZeRO-0/1 do."""
     mode = FakeTensorMode() if fake else nullcontext()
     with mode:
         trained, frozen, loss_fn = build()
@@ -74,15 +81,29 @@ def track_forward_backward(build: Callable[[], tuple[list[torch.nn.Module], list
         tracker.track_external(*trained, *frozen)
         with tracker:
             loss = loss_fn()
+            # registered after the forward, so MemTracker's own gradient hooks (installed during it) see
+            # each gradient before this one frees it
+            handles = [p.register_post_accumulate_grad_hook(_free_gradient) for p in _trained_params(trained)] \
+                if gradients_leave else []
             loss.backward()
             del loss
+            for handle in handles:
+                handle.remove()
         snapshot = next(iter(tracker.get_tracker_snapshot("peak").values()))
-        params = {id(p): p for m in trained for p in m.parameters() if p.requires_grad}.values()  # tied: once
+        params = _trained_params(trained)
         frozen_bytes = sum(p.numel() * p.element_size() for m in frozen for p in m.parameters())
         return TrackedStep(peak=int(snapshot["Total"]), trained_param_bytes=sum(p.numel() * p.element_size() for p in params),
                            trained_numel=sum(p.numel() for p in params),
                            persistent_numel=sum(p.numel() for p in params if p.numel() <= persistence_threshold),
                            frozen_param_bytes=frozen_bytes, largest_numel=max((p.numel() for p in params), default=0))
+
+
+def _trained_params(trained: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    return list({id(p): p for m in trained for p in m.parameters() if p.requires_grad}.values())  # tied: once
+
+
+def _free_gradient(param: torch.nn.Parameter) -> None:
+    param.grad = None
 
 
 def zero3_buffer_sizes(hidden_size: int) -> dict[str, int]:
@@ -127,19 +148,25 @@ def deepspeed_peak(step: TrackedStep, zero_stage: int, world_size: int, precisio
       ZeRO-0 (bf16 optimizer): 2Ψ + 12Ψ, the 16-bit gradients live in the step (dynamic part);
       ZeRO-1/2: 2Ψ + 12Ψ/N (ZeRO-2 also reduces gradients into partitions; not validated here);
       ZeRO-3: (2Ψ 16-bit partition + 12Ψ + 2Ψ gradient-partition buffer, in the 16-bit
-      grad_accum_dtype) / N, plus the parameters under param_persistence_threshold kept whole
-      (2·Ψ_persistent·(1 − 1/N)), plus the contiguous-gradient bucket: reduce_bucket_size 16-bit
-      elements (DeepSpeed's default 5e8 = 1 GB per rank when the config does not set it);
-      and the gathered working copy ("gathered"): 16-bit full parameters held at the peak beyond this
-      rank's partition, (1 − 1/N) of min(Ψ − Ψ_persistent, largest parameter (gathered whole while its
-      module runs; the tied word embeddings at the corrective-LM head) + stage3_max_reuse_distance (kept
-      for reuse across the forward/backward turn) + min(prefetch bucket, max live parameters)). With
-      DeepSpeed's default reuse distance (1e9) that is the whole 16-bit model.
+      grad_accum_dtype) / N, plus the parameters under param_persistence_threshold kept gathered
+      (2·Ψ_persistent on N > 1 ranks, beside their partitions: see "gathered"), plus the
+      contiguous-gradient bucket: reduce_bucket_size 16-bit elements (DeepSpeed's default 5e8 = 1 GB
+      per rank when the config does not set it);
+      and the gathered working copy ("gathered"): 16-bit full parameters held at the peak, min(Ψ −
+      Ψ_persistent, largest parameter (gathered whole while its module runs; the tied word embeddings
+      at the corrective-LM head) + stage3_max_reuse_distance (kept for reuse across the
+      forward/backward turn) + min(prefetch bucket, max live parameters)). With DeepSpeed's default
+      reuse distance (1e9) that is the whole 16-bit model. Whole, not the (1 − 1/N) beyond this rank's
+      partition: on N > 1 ranks the all-gather writes into a fresh full-size buffer and the partition
+      stays allocated beside it (partition_parameters.py _all_gather_sequential / all_gather_coalesced:
+      torch.empty(ds_numel rounded up to N) per gather); on one rank nothing is gathered
+      (_no_gather_coalesced: the parameter is a view of its partition).
     `zero` (ZeroBuffers) gives every ZeRO-3 buffer setting; without it, `reduce_bucket_size` and
     `contiguous_gradients` with DeepSpeed's other defaults.
     fp32 (no 16-bit engine): parameters are the master copy: 4Ψ + 8Ψ (+ 4Ψ gradients dynamic).
     Dynamic part: activations, temporaries and 16-bit gradients at the peak of forward + backward
-    (`step.dynamic`); frozen models: whole on every rank."""
+    (`step.dynamic`; for ZeRO-3 tracked with gradients_leave, so no full gradient stays beyond the
+    bucket); frozen models: whole on every rank."""
     zero = zero or ZeroBuffers(reduce_bucket_size=reduce_bucket_size, contiguous_gradients=contiguous_gradients)
     reduce_bucket_size, contiguous_gradients = zero.reduce_bucket_size, zero.contiguous_gradients
     n = max(1, world_size)
@@ -154,10 +181,11 @@ def deepspeed_peak(step: TrackedStep, zero_stage: int, world_size: int, precisio
         states = lp * psi + master_and_adam / n
         buffers = reduce_bucket_size * lp if zero_stage == 2 and contiguous_gradients else 0
     else:
-        states = (lp * psi + master_and_adam + lp * psi) / n + lp * step.persistent_numel * (1 - 1 / n)
+        # persistent parameters stay gathered: a full copy beside the partition (as the gathered ones)
+        states = (lp * psi + master_and_adam + lp * psi) / n + (lp * step.persistent_numel if n > 1 else 0)
         buffers = reduce_bucket_size * lp if contiguous_gradients else 0
         held = step.largest_numel + zero.max_reuse_distance + min(zero.prefetch_bucket_size, zero.max_live_parameters)
-        gathered = lp * min(psi - step.persistent_numel, held) * (1 - 1 / n)
+        gathered = lp * min(psi - step.persistent_numel, held) if n > 1 else 0
     parts = {"model_states": int(states), "buffers": int(buffers), "gathered": int(gathered), "dynamic": step.dynamic,
              "frozen": step.frozen_param_bytes}
     parts["total"] = sum(parts.values())

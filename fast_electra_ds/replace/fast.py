@@ -69,13 +69,17 @@ class FastElectra(Method):
     def logged_values(self, ctx: StepContext) -> dict[str, float]:
         return {"temperature": self.temperature(ctx.progress)}
 
-    def flops_per_sequence(self, seq_len: int) -> float:
+    def main_flops_per_sequence(self, seq_len: int) -> float:
+        """The main model's training step alone (no aux): the floor of Fast's step."""
         main = self.main_config()
-        aux = self.aux.model.config
-        masked = seq_len * self.config.masking.mask_prob
         main_forward = encoder_forward_flops(main, seq_len) + rtd_head_flops(main, seq_len)
         if self.config.model.corrective_lm:
             main_forward += mlm_head_flops(main, seq_len)  # the CLM head at every position
+        return training_flops(main_forward)
+
+    def flops_per_sequence(self, seq_len: int) -> float:
+        aux = self.aux.model.config
+        masked = seq_len * self.config.masking.mask_prob
         aux_forward = encoder_forward_flops(aux, seq_len) + mlm_head_flops(aux, masked)
-        return training_flops(main_forward) + aux_forward
+        return self.main_flops_per_sequence(seq_len) + aux_forward
 

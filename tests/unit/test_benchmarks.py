@@ -75,7 +75,7 @@ def test_deepspeed_accounting_by_hand():
     assert deepspeed_peak(step, 1, 4, "bf16")["total"] == 2 * 500 + 12 * 500 / 4 + 300 + 50
     # ZeRO-3: (2 + 12 + 2 gradient buffer)Ψ/N + persistent parameters whole + the contiguous-gradient bucket
     parts = deepspeed_peak(step, 3, 4, "bf16", reduce_bucket_size=1000)
-    assert parts["model_states"] == int(16 * 500 / 4 + 2 * 100 * 3 / 4) and parts["buffers"] == 2000
+    assert parts["model_states"] == int(16 * 500 / 4 + 2 * 100) and parts["buffers"] == 2000  # persistent: whole, beside the partition
     assert deepspeed_peak(step, 3, 1, "bf16", contiguous_gradients=False)["buffers"] == 0
     assert deepspeed_peak(step, 0, 1, "fp32")["model_states"] == 12 * 500  # fp32: the parameters are the master copy
 
@@ -159,3 +159,43 @@ def test_report_script_tiny(tmp_path):
     targets = json.loads((tmp_path / "targets.json").read_text())
     assert targets["engine"] == "deepspeed" and set(targets["fast_over_original_step_time"]) == {"tiny"}
     assert set(targets["fast_over_original_memory"]) == set(targets["fast_over_electra_memory"]) == {"tiny"}
+    # what bounds the targets: the main model's step alone, timed in the same engine run, and the memory
+    # ratio per ZeRO set-up beside main/Original (no aux can do better)
+    assert set(targets["main_only_over_original_step_time"]) == {"tiny"}
+    assert set(targets["step_time_flops_predicted"]["main_only_over_original"]) == {"tiny"}
+    assert targets["step_time_flops_predicted"]["main_only_over_original"]["tiny"] < targets["step_time_flops_predicted"]["fast_over_original"]["tiny"]
+    assert set(targets["fast_over_original_memory_zero3"]) == {"zero3-8ranks", "zero3-16ranks"}
+    assert set(targets["memory_bound_zero_cost_aux"]) == {"zero0-1ranks", "zero3-8ranks", "zero3-16ranks"}
+    for setup, ratios in targets["fast_over_original_memory_zero3"].items():
+        assert targets["memory_bound_zero_cost_aux"][setup]["tiny"] < ratios["tiny"] < 1
+
+
+def test_zero3_simulation_frees_each_gradient_as_deepspeeds_hook_does():
+    """Two 1000 x 1000 layers: holding every gradient, the backward peak carries both weights'
+    gradients; ZeRO-3 moves each into the reduce bucket (counted apart) as it is accumulated."""
+    from fast_electra_ds.accounting.memory import track_forward_backward
+
+    def build():
+        model = torch.nn.Sequential(torch.nn.Linear(1000, 1000, bias=False), torch.nn.Linear(1000, 1000, bias=False))
+        x = torch.randn(1, 1000)
+        return [model], [], lambda: model(x).sum()
+
+    weight = 1000 * 1000 * 4
+    held = track_forward_backward(build)
+    freed = track_forward_backward(build, gradients_leave=True)
+    assert held.trained_numel == freed.trained_numel == 2 * 1000 * 1000
+    assert held.peak >= 4 * weight  # both weights and both gradients
+    assert freed.peak < 3 * weight + 100_000  # both weights, at most one gradient at a time (+ 1000-float activations)
+
+
+def test_memory_by_setup_shards_the_generator_not_the_frozen_aux():
+    from benchmarks import memory
+    s = get_setting("tiny")
+    r = memory.ratios_by_setup([s], ((0, 1), (3, 1), (3, 8)))["tiny"]
+    aux_bytes = paper_params(s)["aux"] * 2
+    for setup in r.values():
+        assert setup["fast"] - setup["main"] >= aux_bytes  # a whole 16-bit aux on every rank
+        assert setup["bound_zero_cost_aux"] == setup["main"] / setup["original"] < setup["fast_over_original"]
+    # Original's generator trains under ZeRO-3: its states are divided by the ranks, the frozen aux's bytes are not
+    assert r["zero3-8ranks"]["original"] - r["zero3-8ranks"]["main"] < r["zero3-1ranks"]["original"] - r["zero3-1ranks"]["main"]
+    assert r["zero3-8ranks"]["fast"] - r["zero3-8ranks"]["main"] == r["zero3-1ranks"]["fast"] - r["zero3-1ranks"]["main"]

@@ -32,14 +32,15 @@ def test_buffers_are_read_from_the_config_with_deepspeeds_defaults():
 def test_zero3_gathered_parameters_by_hand():
     step = TrackedStep(peak=2 * 10_000 + 300, trained_param_bytes=2 * 10_000, trained_numel=10_000, persistent_numel=100,
                        frozen_param_bytes=0, largest_numel=1_000)
-    # DeepSpeed's defaults: the reuse distance (1e9) keeps every partitioned parameter gathered
+    # DeepSpeed's defaults: the reuse distance (1e9) keeps every partitioned parameter gathered, whole
+    # (the all-gather fills a fresh full-size buffer; this rank's partition stays beside it)
     default = deepspeed_peak(step, 3, 4, "bf16")
-    assert default["gathered"] == 2 * (10_000 - 100) * 3 // 4
+    assert default["gathered"] == 2 * (10_000 - 100)
     assert default["buffers"] == 2 * 500_000_000
     # bounded: the largest parameter + the reuse distance + the prefetch bucket (capped by max live)
     zero = ZeroBuffers(reduce_bucket_size=2_000, prefetch_bucket_size=500, max_live_parameters=300, max_reuse_distance=1_200)
     parts = deepspeed_peak(step, 3, 4, "bf16", zero=zero)
-    assert parts["gathered"] == 2 * (1_000 + 1_200 + 300) * 3 // 4 and parts["buffers"] == 4_000
+    assert parts["gathered"] == 2 * (1_000 + 1_200 + 300) and parts["buffers"] == 4_000
     assert parts["total"] == parts["model_states"] + 4_000 + parts["gathered"] + step.dynamic
     assert deepspeed_peak(step, 3, 1, "bf16", zero=zero)["gathered"] == 0  # one rank: the partition is the parameter
     assert deepspeed_peak(step, 0, 4, "bf16", zero=zero)["gathered"] == 0
