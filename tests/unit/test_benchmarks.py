@@ -168,6 +168,15 @@ def test_report_script_tiny(tmp_path):
     assert set(targets["memory_bound_zero_cost_aux"]) == {"zero0-1ranks", "zero3-8ranks", "zero3-16ranks"}
     for setup, ratios in targets["fast_over_original_memory_zero3"].items():
         assert targets["memory_bound_zero_cost_aux"][setup]["tiny"] < ratios["tiny"] < 1
+    # a stored engine run is reported as it is, not timed again
+    stored = tmp_path / "stored_engine.json"
+    stored.write_text((tmp_path / "engine_throughput.json").read_text())
+    report.main(["--quick", "--settings", "tiny", "--steps", "1", "--validate", "", "--throughput-preset", "tiny",
+                 "--engine-results", str(stored), "--out", str(tmp_path / "again"), "--no-readme"])
+    again = json.loads((tmp_path / "again" / "targets.json").read_text())
+    assert again["fast_over_original_step_time"] == targets["fast_over_original_step_time"]
+    assert again["main_only_over_original_step_time"] == targets["main_only_over_original_step_time"]
+    assert "stored_engine.json" in again["step_time_setup"]
 
 
 def test_zero3_simulation_frees_each_gradient_as_deepspeeds_hook_does():
