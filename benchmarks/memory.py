@@ -83,7 +83,7 @@ def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
                 else:
                     logits = generator.logits(ids, positions)  # the generator's head at the masked positions
                 gen_loss = torch.nn.functional.cross_entropy(logits.float(), ids.flatten()[positions])
-                with torch.no_grad():  # Gumbel-max sampling in float32, as replace/sampling.py
+                with torch.no_grad():  # Gumbel-max sampling in float32, as models/sampling.py
                     noise = torch.rand(logits.shape, device=logits.device)
                     sampled = (logits.float() - torch.log(-torch.log(noise))).argmax(-1)
                 corrupted = ids.flatten().index_put((positions,), sampled).view(b, s)

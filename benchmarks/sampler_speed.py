@@ -6,7 +6,7 @@ on 16-bit logits [rows x V].
 
 - old: float32 softmax + torch.multinomial, and logits.argmax (what FrozenAux.propose did);
 - gumbel: float32 argmax(logits + Gumbel noise) (what electra's generator did);
-- new: replace/sampling.py's blocked inverse CDF, which returns the argmax from its own max pass.
+- new: models/sampling.py's blocked inverse CDF, which returns the argmax from its own max pass.
 Calls alternate old/gumbel/new (interleaved), medians are reported with new/old and new/gumbel ratios.
 152 x 30522 is `small`'s masked positions per micro-batch at vocabulary 30522."""
 from __future__ import annotations
@@ -22,13 +22,13 @@ if __package__ in (None, ""):
 
 import torch
 
-from fast_electra_ds.replace.sampling import reference_sample, sample_and_argmax
+from fast_electra_ds.models.sampling import reference_sample, sample_and_argmax
 
 SPECIALS = [0, 1, 2, 3, 4]
 
 
 def gumbel_reference(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The Gumbel-max draw replace/sampling.py had before issue 14."""
+    """The Gumbel-max draw models/sampling.py had before issue 14."""
     logits = logits.float().clone()
     logits[:, SPECIALS] = float("-inf")
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device)

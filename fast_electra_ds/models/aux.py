@@ -9,6 +9,7 @@ from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from ..errors import UserError
 from .main import attend_without_unpadded_mask
+from .sampling import sample_and_argmax
 
 
 def masked_lm_head(model: PreTrainedModel) -> torch.nn.Module | None:
@@ -50,8 +51,6 @@ class FrozenAux:
                 temperature: float, generator: torch.Generator, disallowed_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled tokens at the selected positions [M], and the aux model's argmax there [M] (from the
         sampler's own max pass: no second pass over the vocabulary)."""
-        from ..replace.sampling import sample_and_argmax  # here: replace/ imports this module
-
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return sample_and_argmax(self.head(hidden[selected]), temperature, generator, disallowed_ids)
 

@@ -72,7 +72,7 @@ class JointGenerator(torch.nn.Module):
     DeepSpeed engine (ZeRO-3 partitions both) with one optimizer. Per micro-batch:
 
     masked input -> generator MLM logits at the selected positions, in chunks -> one exact sample per
-    position from Softmax(logits) (what ELECTRA's Gumbel-max draws, here by inverse CDF: replace/sampling.py;
+    position from Softmax(logits) (what ELECTRA's Gumbel-max draws, here by inverse CDF: models/sampling.py;
     float32/64, from the forward's detached logits, special tokens disallowed, randomness from `rng`: the
     trainer's per-micro-batch generator) -> corrupted sequence -> the main model's objective
     (`main_objective`, defined by subclasses).

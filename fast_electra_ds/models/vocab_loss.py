@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..objectives import Metrics, ratio
+from .sampling import sample_and_argmax
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB in float32 (128 rows at V = 128k, 549 at 30522)
 
@@ -43,7 +44,7 @@ def vocab_log_probs(features: torch.Tensor, output_layer: torch.nn.Linear, targe
                     inputs: torch.Tensor | None = None, sample: tuple | None = None,
                     chunk_rows: int | None = None) -> VocabScores:
     """log Softmax(output_layer(features))[targets] per row, chunk by chunk. `sample` = (temperature,
-    generator, disallowed_ids): also one draw per row (replace/sampling.py), taken from the forward's
+    generator, disallowed_ids): also one draw per row (models/sampling.py), taken from the forward's
     logits, so the draw costs no extra GEMM and backward never redraws."""
     chunk = chunk_rows or rows_per_chunk(output_layer.out_features)
 
@@ -67,8 +68,6 @@ def _run_as_forward(module: torch.nn.Module, function, *args):
 class _ChunkedLogProbs(torch.autograd.Function):
     @staticmethod
     def forward(ctx, features, weight, bias, targets, inputs, sample, chunk):
-        from ..replace.sampling import sample_and_argmax  # here: replace/ imports models/
-
         ctx.chunk = chunk
         ctx.save_for_backward(features, weight, bias, targets)
         parts: dict[str, list[torch.Tensor]] = {"target": [], "argmax": [], "top": [], "inputs": [], "sampled": []}

@@ -7,7 +7,7 @@ import torch
 from fast_electra_ds.replace.curriculum import temperature
 from fast_electra_ds.replace.fast import replacement_labels
 from fast_electra_ds.replace.masking import corrupt_inputs, maskable_positions, select_positions
-from fast_electra_ds.replace.sampling import gumbel_max_sample, sample_with_temperature
+from fast_electra_ds.models.sampling import gumbel_max_sample, sample_with_temperature
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]

@@ -1,4 +1,4 @@
-"""The blocked inverse-CDF sampler (replace/sampling.py): chi-square goodness of fit against
+"""The blocked inverse-CDF sampler (models/sampling.py): chi-square goodness of fit against
 Softmax(logits / T) at T = 1 and a high T over a vocabulary spanning several CDF blocks, the draw equal
 to the float64 inverse CDF at the same uniform over a real vocabulary size, the full-vocabulary argmax,
 disallowed tokens, determinism from the generator."""
@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from fast_electra_ds.replace.sampling import BLOCK, gumbel_max_sample, reference_sample, sample_and_argmax
+from fast_electra_ds.models.sampling import BLOCK, gumbel_max_sample, reference_sample, sample_and_argmax
 
 SPECIAL = [0, 1, 2, 3, 4]
 
