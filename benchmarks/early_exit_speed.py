@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.throughput import SPECIALS, make_runner
 from fast_electra_ds.config import RunConfig
-from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 
 
 def runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path):

@@ -71,7 +71,7 @@ def flops_per_sequence(config: RunConfig, vocab_size: int) -> dict[str, dict[str
     """Training FLOPs of one sequence per method, split into the main model's ("main") and the rest
     ("other": electra's generator, trained; fast's frozen aux, forward only), and of the stage-1
     aux-mlm ("aux-mlm": its main is the aux being trained). Same terms as each method's
-    flops_per_sequence (replace/*.py), with the aux of `fast` sized by aux.*_fraction as aux-mlm trains it."""
+    flops_per_sequence (methods/*.py), with the aux of `fast` sized by aux.*_fraction as aux-mlm trains it."""
     s = config.data.seq_len
     masked = s * config.masking.mask_prob
     sizes = config.model.sizes()

@@ -120,7 +120,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
 
     from fast_electra_ds.ds_config import resolve_ds_config
     from fast_electra_ds.models.main import electra_config, scaled_sizes
-    from fast_electra_ds.replace import METHODS as REGISTRY, StepContext, TokenInfo
+    from fast_electra_ds.methods import METHODS as REGISTRY, StepContext, TokenInfo
 
     on_cuda = torch.cuda.is_available()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks share the CPU cores

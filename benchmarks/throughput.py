@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.config import RunConfig
-from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.metrics.tracker import TrainingMetrics
 
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)

@@ -146,7 +146,7 @@ class EarlyExitConfig:
     layers", no values given: 1, 2, 3, 4 is ours). One exit per step is drawn with probabilities P,
     starting at `initial_p` (the paper: 0.1, 0.2, 0.3, 0.4); every `window` steps (the paper: 100)
     P <- Softmax(P + alpha * clip(acc_now - acc_prev, -1, 1) * [0, 1, ..., n-1]). The paper gives no
-    alpha; 0.1 is the value that best reproduces its worked example (replace/adaptive_exit.py).
+    alpha; 0.1 is the value that best reproduces its worked example (methods/adaptive_exit.py).
 
     early-exit-disc: the discriminator is split into sections ending after the layers in `sections`
     (the paper: 3, 6, 9, 12), each with an RTD head; every `window` steps the forward stops, for the

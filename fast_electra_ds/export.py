@@ -17,7 +17,7 @@ from .data.tokenizer import load_tokenizer
 from .errors import UserError
 from .safe_load import weights_only_loads
 from .model_card import finish_model_dir
-from .replace import METHODS, TokenInfo
+from .methods import METHODS, TokenInfo
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:

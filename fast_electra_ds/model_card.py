@@ -39,7 +39,7 @@ def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
 
 
 def method_summary(method: str) -> str:
-    from .replace import METHODS
+    from .methods import METHODS
 
     cls = METHODS.get(method)
     doc = (sys.modules[cls.__module__].__doc__ or "") if cls else ""

@@ -87,7 +87,7 @@ def _batch(setting, vocab_size: int, device: torch.device) -> dict[str, torch.Te
 
 
 def _step(method, engine, batch: dict[str, torch.Tensor], step: int, kind: str, device: torch.device) -> None:
-    from ..replace import StepContext
+    from ..methods import StepContext
 
     ctx = StepContext(step, 0.5, torch.Generator(device=device).manual_seed(step))
     if kind == "main":  # the main model alone: replacement labels without an aux model
@@ -109,7 +109,7 @@ def measure_engine_step(setting, kind: str) -> int:
     from torch.profiler import ProfilerActivity, profile, record_function
     from transformers import ElectraForMaskedLM
 
-    from ..replace import METHODS, TokenInfo
+    from ..methods import METHODS, TokenInfo
     from ..ds_config import resolve_ds_config
 
     if setting.world_size != 1:

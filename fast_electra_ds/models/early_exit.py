@@ -164,7 +164,7 @@ class EarlyExitDiscriminator(torch.nn.Module):
     - generator pass: masked input -> layers 1..sections[k-1] -> MLM head at the selected positions ->
       Gumbel-max replacements. It stops where the discriminator stops, so the skipped sections get
       no gradient from either pass (the method also sets their learning rate to 0; see
-      replace/early_exit_disc.py);
+      methods/early_exit_disc.py);
     - discriminator pass: corrupted input -> the same layers; each section that ran scores RTD with its
       head. L_RTD is the mean of the sections' RTD losses (every exit is trained, as early-exit
       models train all their exits); the logged rtd_* metrics are the deepest section's.

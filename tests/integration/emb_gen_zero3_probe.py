@@ -20,7 +20,7 @@ from deepspeed.utils import safe_get_full_grad  # noqa: E402
 
 from fast_electra_ds.config import load_config  # noqa: E402
 from fast_electra_ds.models.embedding_generator import full_table  # noqa: E402
-from fast_electra_ds.replace import METHODS, StepContext, TokenInfo  # noqa: E402
+from fast_electra_ds.methods import METHODS, StepContext, TokenInfo  # noqa: E402
 
 TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="probe")
 DS_CONFIG = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 1, "zero_optimization": {"stage": 3},

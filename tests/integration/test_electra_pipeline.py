@@ -44,7 +44,7 @@ def test_both_losses_fall_and_every_metric_is_logged(electra_run):
 
 def test_zero3_partitions_generator_and_discriminator_together(electra_run):
     from fast_electra_ds.config import load_config
-    from fast_electra_ds.replace import METHODS, TokenInfo
+    from fast_electra_ds.methods import METHODS, TokenInfo
 
     config = load_config([str(electra_run / "config.yaml")])
     tokens = TokenInfo(**json.loads((electra_run / "tokens.json").read_text()))

@@ -123,8 +123,8 @@ def test_throughput_script_tiny():
 
 def test_throughput_drives_any_method_with_the_trainers_hooks():
     from benchmarks import throughput
-    from fast_electra_ds.replace import METHODS
-    from fast_electra_ds.replace.mlm import MaskedLM
+    from fast_electra_ds.methods import METHODS
+    from fast_electra_ds.methods.mlm import MaskedLM
 
     calls = {"end_step": [], "before_optimizer_step": 0}
 

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from fast_electra_ds.replace.curriculum import temperature
-from fast_electra_ds.replace.fast import replacement_labels
-from fast_electra_ds.replace.masking import corrupt_inputs, maskable_positions, select_positions
+from fast_electra_ds.methods.curriculum import temperature
+from fast_electra_ds.methods.fast import replacement_labels
+from fast_electra_ds.methods.masking import corrupt_inputs, maskable_positions, select_positions
 from fast_electra_ds.models.sampling import gumbel_max_sample, sample_with_temperature
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from fast_electra_ds.config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.early_exit import run_layers
-from fast_electra_ds.replace import METHODS, StepContext
-from fast_electra_ds.replace.adaptive_exit import draw_exit, exit_generator, update_p
-from fast_electra_ds.replace.early_exit_disc import next_active_sections
+from fast_electra_ds.methods import METHODS, StepContext
+from fast_electra_ds.methods.adaptive_exit import draw_exit, exit_generator, update_p
+from fast_electra_ds.methods.early_exit_disc import next_active_sections
 from fast_electra_ds.models.sampling import gumbel_max_sample
-from fast_electra_ds.replace.skipped_groups import SkippedGroups
+from fast_electra_ds.methods.skipped_groups import SkippedGroups
 from tests.unit.test_corruption import chi_square_p_value
 from tests.unit.test_joint_methods import TOKENS, batch, config
 

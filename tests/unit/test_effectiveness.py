@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import effectiveness as eff  # noqa: E402
 from fast_electra_ds.config import load_config  # noqa: E402
 from fast_electra_ds.errors import UserError  # noqa: E402
-from fast_electra_ds.replace import METHODS, TokenInfo  # noqa: E402
+from fast_electra_ds.methods import METHODS, TokenInfo  # noqa: E402
 
 VOCAB = 8000
 TOKENS = TokenInfo(vocab_size=VOCAB, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")

@@ -7,7 +7,7 @@ import torch
 from fast_electra_ds.config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.embedding_generator import embedding_pull_loss, nearest_neighbours
-from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from tests.conftest import ROOT
 
 TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from fast_electra_ds.config import load_config
 from fast_electra_ds.models.pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
-from fast_electra_ds.replace import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.models.sampling import gumbel_max_sample
 from tests.conftest import ROOT
 from tests.unit.test_corruption import chi_square_p_value

@@ -3,8 +3,8 @@ DeepSpeed's _take_model_step does (global_steps advances, lr scheduler and skipp
 import math
 
 from fast_electra_ds.loss_scale import end_applied_step, schedule_clock
-from fast_electra_ds.replace import StepContext
-from fast_electra_ds.replace.curriculum import temperature
+from fast_electra_ds.methods import StepContext
+from fast_electra_ds.methods.curriculum import temperature
 
 
 class OverflowingEngine:

@@ -17,7 +17,7 @@ Every `early_exit.window` steps (the paper: 100 iterations):
 The first window runs every section (no accuracies yet).
 
 "Skipped sections receive no updates": each section (its layers and RTD head) is its own optimizer
-group; while it is skipped its gradient is cleared and its lr is 0 (replace/skipped_groups.py: zero
+group; while it is skipped its gradient is cleared and its lr is 0 (methods/skipped_groups.py: zero
 gradients alone would not do, AdamW's momentum and weight decay would still move it, and ZeRO-3 would
 re-apply its last gradient).
 

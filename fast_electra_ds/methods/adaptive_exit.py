@@ -29,7 +29,7 @@ a step (one exit per step, as the paper), no communication, and exactly the same
 P itself is updated from the reduced metrics, identical on every rank.
 
 Layers that did not run: each exit's segment (its layers, head and projection) is its own optimizer
-group; in a step where it did not run its gradient is cleared and its lr is 0 (replace/
+group; in a step where it did not run its gradient is cleared and its lr is 0 (methods/
 skipped_groups.py: ZeRO-3 would otherwise re-apply the segment's last gradient, and AdamW's momentum
 and weight decay would move it), as a plain torch optimizer skips parameters without gradients.
 
