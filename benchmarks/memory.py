@@ -9,7 +9,7 @@ data-parallel rank, printed beside the poster's table.
     (accounting/memory.py: deepspeed_peak documents each term).
 (b) measured: the project's real training step at a small size: each method's build_model,
     deepspeed.initialize with ds_configs/zero3.json's settings (ZeRO stage, bf16), one rank, a warm-up
-    step then the measured one (accounting/engine_memory.py; CPU: allocator-level count of live
+    step then the measured one (benchmarks/engine_memory.py; CPU: allocator-level count of live
     tensor bytes through torch.profiler; CUDA: max_memory_allocated). It validates (a) at identical
     settings: micro-batch, sequence length, precision, ZeRO stage, world size 1.
 
@@ -107,7 +107,7 @@ def step_builder(setting: PaperSetting, kind: str, device: str = "cpu"):
 
 def zero_buffers(setting: PaperSetting) -> ZeroBuffers:
     """The ZeRO buffer settings of the DeepSpeed config the measured step uses (ds_configs/zero3.json)."""
-    from fast_electra_ds.accounting.engine_memory import ds_config_for
+    from benchmarks.engine_memory import ds_config_for
 
     return ZeroBuffers.from_ds_config(ds_config_for(setting))
 
@@ -186,7 +186,7 @@ def measure_real(setting: PaperSetting, progress: tqdm | None = None, repeats: i
     row is 1.15 MB). So each
     kind is measured `repeats` times (default 3) in alternation and the median is kept; the spread is
     reported."""
-    from fast_electra_ds.accounting.engine_memory import measure_engine_step
+    from benchmarks.engine_memory import measure_engine_step
 
     repeats = repeats or 3
     samples: dict[str, list[int]] = {kind: [] for kind in KINDS}

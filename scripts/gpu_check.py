@@ -188,7 +188,7 @@ def _optimizer(device, aux: Path) -> list[dict]:
     from deepspeed.ops.op_builder.builder import OpBuilder
     from transformers import ElectraForPreTraining
 
-    from fast_electra_ds.accounting.engine_memory import _init_single_rank
+    from benchmarks.engine_memory import _init_single_rank
     from fast_electra_ds.config import RunConfig, load_ds_config
     from fast_electra_ds.device import prebuilt_fused_adam
     from fast_electra_ds.ds_config import resolve_ds_config

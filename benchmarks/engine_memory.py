@@ -21,14 +21,15 @@ from __future__ import annotations
 import gc
 import json
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+from fast_electra_ds.process_group import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
@@ -48,7 +49,7 @@ def ds_config_for(setting, base: str | Path = ROOT / "ds_configs" / "zero3.json"
 
 def run_config_for(setting, method: str):
     """The RunConfig whose main model, generator and aux sizes are the setting's."""
-    from ..config import RunConfig
+    from fast_electra_ds.config import RunConfig
 
     config = RunConfig(method=method)
     model = config.model
@@ -72,10 +73,7 @@ def _init_single_rank() -> None:
 
     if dist.is_initialized():
         return
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
 
 
@@ -87,7 +85,7 @@ def _batch(setting, vocab_size: int, device: torch.device) -> dict[str, torch.Te
 
 
 def _step(method, engine, batch: dict[str, torch.Tensor], step: int, kind: str, device: torch.device) -> None:
-    from ..methods import StepContext
+    from fast_electra_ds.methods import StepContext
 
     ctx = StepContext(step, 0.5, torch.Generator(device=device).manual_seed(step))
     if kind == "main":  # the main model alone: replacement labels without an aux model
@@ -109,8 +107,8 @@ def measure_engine_step(setting, kind: str) -> int:
     from torch.profiler import ProfilerActivity, profile, record_function
     from transformers import ElectraForMaskedLM
 
-    from ..methods import METHODS, TokenInfo
-    from ..ds_config import resolve_ds_config
+    from fast_electra_ds.methods import METHODS, TokenInfo
+    from fast_electra_ds.ds_config import resolve_ds_config
 
     if setting.world_size != 1:
         raise ValueError("the measured step runs one rank: use world_size 1 (the simulation divides for more)")
