@@ -3,7 +3,9 @@ every call, and a taken rendezvous port is one line that says which port to pass
 from __future__ import annotations
 
 import os
+import random
 import socket
+import time
 import warnings
 
 from .errors import UserError
@@ -12,6 +14,10 @@ from .errors import UserError
 # marks deprecated with a FutureWarning; ZeRO-3 calls them every step and the warning reappeared on
 # every step (31 times in a 30-step single-rank run). Nothing for a user to act on (the calls are
 # inside DeepSpeed): filtered once, these two messages only.
+# The variables a launcher sets for its ranks: a process that starts runs of its own must not pass
+# its own (or its caller's) on, or a single-process run would rendezvous on a port already in use.
+RENDEZVOUS_VARIABLES = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
+
 DEEPSPEED_DEPRECATED_COLLECTIVES = r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated"
 
 
@@ -19,7 +25,26 @@ def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=DEEPSPEED_DEPRECATED_COLLECTIVES, category=FutureWarning)
 
 
+def ephemeral_port_floor() -> int:
+    try:
+        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default range starts here
+
+
 def free_port() -> int:
+    """A port free now, taken below the ephemeral range when one there is free: a port the OS hands
+    out for bind(0) is ephemeral, and between this check and the launcher's bind an outgoing
+    connection (gloo opens many) could be given the same one. That race failed about one test run in
+    three while a 2-rank job ran beside the suite."""
+    floor = ephemeral_port_floor()
+    for port in random.Random(os.getpid() ^ time.monotonic_ns()).sample(range(max(1024, floor - 12000), floor), 20):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
