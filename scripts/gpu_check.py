@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from fast_electra_ds.process_group import RENDEZVOUS_VARIABLES  # noqa: E402
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 STEPS = 12  # training steps of the `fast` runs (tiny model): enough for the loss to fall
@@ -372,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.time()
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    env.pop("RANK", None)
+    for inherited in RENDEZVOUS_VARIABLES:  # its runs are its own: a caller's rendezvous (or a port in use) stays out
+        env.pop(inherited, None)
     if args.cpu:
         env["DS_ACCELERATOR"] = "cpu"
         os.environ["DS_ACCELERATOR"] = "cpu"

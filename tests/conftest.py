@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fast_electra_ds.process_group import free_port  # noqa: F401 (tests import it from here)
+from fast_electra_ds.process_group import RENDEZVOUS_VARIABLES, free_port  # noqa: F401 (tests import free_port from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def cpu_env() -> dict:
     # W&B offline: tests never reach a network (and a run with W&B on must work without one).
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", WANDB_MODE="offline", WANDB_SILENT="true")
-    env.pop("RANK", None)
+    for inherited in RENDEZVOUS_VARIABLES:  # in-process helpers (engine_memory) set them in this process
+        env.pop(inherited, None)
     return env
 
 
