@@ -453,8 +453,8 @@ def robustness_verdict(high: dict, default: dict | None) -> dict:
             "stalled": gain is None or gain < CONTEXT_GAIN_LEARNED}
 
 
-def render_learning(rows: list[dict], robustness: dict[str, dict], defaults: dict[str, dict], settings: Settings,
-                    majority: dict) -> str:
+def render_learning(rows: list[dict], aux: dict | None, robustness: dict[str, dict], defaults: dict[str, dict],
+                    settings: Settings, majority: dict) -> str:
     """What each model learned (held-out text, the last validation) and the second task."""
     header = ["Model", "val MLM loss", "val MLM gap to unigram", "val RTD loss", "val RTD AUC", "val RTD prior gap",
               "val RTD context gain", *[f"{task} median (min–max, seeds)" for task in settings.tasks]]
@@ -465,6 +465,9 @@ def render_learning(rows: list[dict], robustness: dict[str, dict], defaults: dic
             t = r.get("tasks", {}).get(task)
             cells.append(f"{t['median']:.3f} ({t['min']:.3f}–{t['max']:.3f}, {t['seeds']})" if t else None)
         body.append(cells)
+    if aux and aux.get("last_validation"):  # fast's frozen aux: how good a sampler it is, beside electra's generator
+        last = aux["last_validation"]
+        body.append(["aux-mlm (fast's frozen aux)", *(last.get(k) for k in LEARNING_KEYS), *(None for _ in settings.tasks)])
     if any(majority.values()):
         body.append(["majority class", None, None, None, None, None, None, *(majority.get(t) for t in settings.tasks)])
     lines = ["", "What was learned: validation on held-out sequences (fixed masks and samples) at the end of pre-training; "
@@ -795,7 +798,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     wall = stages_wall_time(settings.work)
     command = "python benchmarks/effectiveness.py" + (" " + " ".join(argv) if argv else "")
     text = render(rows, aux, per_sequence, budget, settings, corpus, majority.get(TASK), prepared["num_tokens"], wall, command)
-    text += "\n" + render_learning(rows, robustness, pre, settings, majority)
+    text += "\n" + render_learning(rows, aux, robustness, pre, settings, majority)
     unigram = unigram_entropy(settings)
     results = {"command": command, "wall_time_s": wall, "budget_flops": budget, "flops_per_sequence": per_sequence,
                "global_batch": settings.global_batch, "lr": pretraining_lr(settings), "ranks": settings.ranks, "preset": settings.preset,
