@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{task_dir.name} {name}: probe dev accuracy {result['dev_accuracy']:.4f} (C {result['c']}, "
                   f"train {result['train_accuracy']:.4f}; majority {majority:.4f})", flush=True)
     if args.out:
-        lines = ["Linear probe (frozen encoder, mean-pooled last hidden states, logistic regression; `python benchmarks/probe.py`)", "",
+        command = "python benchmarks/probe.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        lines = ["Linear probe (frozen encoder, mean-pooled last hidden states, logistic regression)", "", f"Command: `{command}`", "",
                  "| task | model | probe dev accuracy | probe train accuracy | C | dev majority |", "|---|---|---|---|---|---|"]
         for task, by_model in results.items():
             for name, r in by_model.items():
