@@ -51,7 +51,7 @@ if __package__ in (None, ""):
 from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from fast_electra_ds.config import RunConfig, load_config
-from fast_electra_ds.errors import UserError
+from fast_electra_ds.errors import UserError, run_guarded
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
 from fast_electra_ds.process_group import free_port
 from fast_electra_ds.models.main import electra_config, scaled_sizes
@@ -818,13 +818,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        run(parse_args(argv), argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return err.exit_code
+    run(parse_args(argv), argv)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main, sys.argv[1:]))
