@@ -268,18 +268,25 @@ def spread(measured: dict) -> str:
             f"differences of totals and carry that uncertainty)")
 
 
+def zero_setup(text: str) -> tuple[int, int]:
+    """`stage:world` (e.g. 3:8) as argparse's type: a malformed one is argparse's one-line error."""
+    stage, _, world = text.partition(":")
+    if not (stage.isdigit() and world.isdigit() and int(stage) <= 3 and int(world) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ZeRO stage:world size, e.g. 3:8")
+    return int(stage), int(world)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_setting_args(parser)
     parser.add_argument("--validate", default="small", help="setting measured for real to validate the simulation ('' to skip)")
     parser.add_argument("--validate-stages", type=int, nargs="+", default=[0, 3], help="ZeRO stages of the validation (world size 1)")
-    parser.add_argument("--setups", nargs="*", default=[f"{stage}:{world}" for stage, world in MEMORY_SETUPS],
-                        help="ZeRO stage:world size pairs of the Fast/Original-by-set-up table (none to skip)")
+    parser.add_argument("--setups", nargs="*", type=zero_setup, default=list(MEMORY_SETUPS),
+                        help="ZeRO stage:world size pairs of the Fast/Original-by-set-up table, e.g. 3:8 (none to skip)")
     parser.add_argument("--out", default=str(RESULTS), help="directory for memory.json / memory.md ('' to write nothing)")
     args = parser.parse_args(argv)
-    setups = tuple(tuple(int(x) for x in setup.split(":")) for setup in args.setups)
     return run(settings_from_args(args), args.validate or None, Path(args.out) if args.out else None,
-               validate_stages=tuple(args.validate_stages), setups=setups)
+               validate_stages=tuple(args.validate_stages), setups=tuple(args.setups))
 
 
 if __name__ == "__main__":

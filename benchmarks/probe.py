@@ -39,12 +39,17 @@ def read_tsv(path: Path) -> tuple[list[str], np.ndarray]:
     return [r["sentence"] for r in rows], np.array([int(r["label"]) for r in rows])
 
 
-@torch.no_grad()
-def features(model_dir: Path, sentences: list[str], max_len: int = 128, batch: int = 64) -> np.ndarray:
+def load_encoder(model_dir: Path):
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    encoder = AutoModel.from_pretrained(model_dir).eval()  # the base encoder; pre-training heads are dropped
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{model_dir} is not an exported model (no config.json)", "pass the hf/ directory of a run")
+    # the base encoder; pre-training heads are dropped
+    return AutoTokenizer.from_pretrained(model_dir), AutoModel.from_pretrained(model_dir).eval()
+
+
+@torch.no_grad()
+def features(tokenizer, encoder, sentences: list[str], max_len: int = 128, batch: int = 64) -> np.ndarray:
     out = []
     for start in range(0, len(sentences), batch):
         encoded = tokenizer(sentences[start:start + batch], truncation=True, max_length=max_len, padding=True, return_tensors="pt")
@@ -79,18 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown table to write (and a .json beside it)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    results: dict[str, dict[str, dict]] = {}
-    for task_dir in map(Path, args.task):
-        train_sentences, train_y = read_tsv(task_dir / "train.tsv")
-        dev_sentences, dev_y = read_tsv(task_dir / "dev.tsv")
-        majority = float(max(np.mean(dev_y == label) for label in np.unique(train_y)))
-        for model_dir in map(Path, args.models):
-            if not (model_dir / "config.json").is_file():
-                raise UserError(f"{model_dir} is not an exported model (no config.json)", "pass the hf/ directory of a run")
-            result = probe(features(model_dir, train_sentences), train_y, features(model_dir, dev_sentences), dev_y)
-            name = model_dir.parent.name if model_dir.name == "hf" else model_dir.name
-            results.setdefault(task_dir.name, {})[name] = result | {"majority_baseline": majority}
-            print(f"{task_dir.name} {name}: probe dev accuracy {result['dev_accuracy']:.4f} (C {result['c']}, "
+    tasks = {Path(d).name: (read_tsv(Path(d) / "train.tsv"), read_tsv(Path(d) / "dev.tsv")) for d in args.task}
+    results: dict[str, dict[str, dict]] = {task: {} for task in tasks}
+    for model_dir in map(Path, args.models):
+        tokenizer, encoder = load_encoder(model_dir)  # once per model, for every task
+        name = model_dir.parent.name if model_dir.name == "hf" else model_dir.name
+        for task, ((train_sentences, train_y), (dev_sentences, dev_y)) in tasks.items():
+            majority = float(max(np.mean(dev_y == label) for label in np.unique(train_y)))
+            result = probe(features(tokenizer, encoder, train_sentences), train_y, features(tokenizer, encoder, dev_sentences), dev_y)
+            results[task][name] = result | {"majority_baseline": majority}
+            print(f"{task} {name}: probe dev accuracy {result['dev_accuracy']:.4f} (C {result['c']}, "
                   f"train {result['train_accuracy']:.4f}; majority {majority:.4f})", flush=True)
     if args.out:
         command = "python benchmarks/probe.py " + " ".join(sys.argv[1:] if argv is None else argv)

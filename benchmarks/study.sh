@@ -5,8 +5,8 @@
 #   nohup bash benchmarks/study.sh > runs/study.log 2>&1 &
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A fresh checkout (runs/ is not in git) starts from the finished stages committed with the results:
-# the tokenizer, and the mlm and electra pre-training runs (exports and metrics). The corpus and the
+# A fresh checkout (runs/ is not in git) starts from the finished stages committed with the results
+# (stage records, metrics, the tokenizer, and the mlm, electra and aux exports). The corpus and the
 # token shards are rebuilt (deterministic, minutes).
 if [ ! -d runs/study/stages ] && [ -d benchmarks/results/study/state ]; then
   mkdir -p runs/study && cp -r benchmarks/results/study/state/. runs/study/

@@ -7,6 +7,7 @@ import random
 import socket
 import time
 import warnings
+from pathlib import Path
 
 from .errors import UserError
 
@@ -27,7 +28,7 @@ def quiet_known_warnings() -> None:
 
 def ephemeral_port_floor() -> int:
     try:
-        return int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768  # Linux's default range starts here
 
