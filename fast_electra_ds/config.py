@@ -85,12 +85,15 @@ class GeneratorConfig:
     1/4 to 1/3 as wide (hidden_fraction); COCO-LM-style generators are shallower and full width
     (depth_fraction < 1, hidden_fraction = 1). Replacements are drawn by Gumbel-max at temperature 1
     from the generator's detached logits. loss = gen_weight * L_MLM + disc_weight * L_RTD (ELECTRA:
-    1 and 50); an MLM-type main objective (replace-mlm, all-tokens-mlm) has weight 1."""
+    1 and 50); an MLM-type main objective (replace-mlm, all-tokens-mlm) has weight 1.
+    `share_embeddings: false` gives the generator embeddings and an output layer of its own (an
+    ablation: the main model then gets no MLM gradient through its embeddings)."""
 
     hidden_fraction: float = 0.25
     depth_fraction: float = 1.0
     gen_weight: float = 1.0
     disc_weight: float = 50.0
+    share_embeddings: bool = True
 
 
 @dataclass

@@ -23,10 +23,12 @@ class Electra(JointMethod):
     main_class = ElectraForPreTraining
     selected_only = False  # RTD loss over every real token
     supports_corrective_lm = True
+    supports_unshared_embeddings = True
 
     def joint_module(self, generator: ElectraForMaskedLM, main: ElectraForPreTraining) -> JointElectra:
         gen = self.config.generator
-        return JointElectra(generator, main, self.tokens.special_ids, gen.gen_weight, gen.disc_weight, self.selected_only)
+        return JointElectra(generator, main, self.tokens.special_ids, gen.gen_weight, gen.disc_weight, self.selected_only,
+                            shared_embeddings=gen.share_embeddings)
 
     def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
         module = super().build_model(ds_config)

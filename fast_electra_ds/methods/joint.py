@@ -14,11 +14,18 @@ from ..accounting.flops import encoder_forward_flops, mlm_head_flops, training_f
 from ..models.main import build_model, electra_config, scaled_sizes
 from ..models.pretraining import JointGenerator
 from ..objectives import Metrics
+from ..errors import UserError
 from .base import Method, StepContext
 
 
 class JointMethod(Method):
     main_class: ClassVar[type[PreTrainedModel]]  # the main model's Hugging Face class
+    supports_unshared_embeddings: ClassVar[bool] = False  # generator.share_embeddings=false
+
+    def setup(self) -> None:
+        if not self.config.generator.share_embeddings and not self.supports_unshared_embeddings:
+            raise UserError(f"method {self.name} always shares the generator's embeddings (generator.share_embeddings=false)",
+                            "drop generator.share_embeddings=false, or use method electra or electra-15")
 
     def generator_config(self) -> ElectraConfig:
         gen = self.config.generator

@@ -81,9 +81,10 @@ class JointGenerator(torch.nn.Module):
     `mlm_loss` / `mlm_acc`."""
 
     def __init__(self, generator: ElectraForMaskedLM, main: torch.nn.Module, disallowed_ids: list[int],
-                 gen_weight: float, main_weight: float):
+                 gen_weight: float, main_weight: float, shared_embeddings: bool = True):
         super().__init__()
-        share_embeddings(generator, main)
+        if shared_embeddings:
+            share_embeddings(generator, main)
         self.main = main  # first: the shared embeddings are named main.electra.embeddings.*
         self.generator = generator
         self.disallowed_ids = list(disallowed_ids)
@@ -113,8 +114,9 @@ class JointElectra(JointGenerator):
     "ELECTRA 15%" ablation). A sampled token equal to the original is labelled original."""
 
     def __init__(self, generator: ElectraForMaskedLM, discriminator: ElectraForPreTraining, disallowed_ids: list[int],
-                 gen_weight: float, disc_weight: float, selected_only: bool = False, corrective_lm: torch.nn.Module | None = None):
-        super().__init__(generator, discriminator, disallowed_ids, gen_weight, disc_weight)
+                 gen_weight: float, disc_weight: float, selected_only: bool = False, corrective_lm: torch.nn.Module | None = None,
+                 shared_embeddings: bool = True):
+        super().__init__(generator, discriminator, disallowed_ids, gen_weight, disc_weight, shared_embeddings)
         self.selected_only = selected_only
         self.corrective_lm = corrective_lm  # models/corrective_lm.py: main objective L_RTD + w·L_CLM
 
