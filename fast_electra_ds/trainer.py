@@ -209,6 +209,13 @@ class Trainer:
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
         cfg = self.config.train
         batches = Prefetcher(RankBatches(self.train_data, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
+        try:
+            return self.run_steps(batches, signals_before_start)
+        finally:
+            batches.close()  # its thread ends before the rank does, on every path
+
+    def run_steps(self, batches: Prefetcher, signals_before_start: list[int]) -> dict[str, Any]:
+        cfg = self.config.train
         stop = StopSignal(signals_before_start)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)

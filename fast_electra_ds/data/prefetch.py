@@ -39,7 +39,12 @@ def _read_ahead(batches, device: torch.device, out: queue.Queue, stop: threading
                 except queue.Full:
                     pass
     except BaseException as error:  # handed to the main thread, raised by __next__
-        out.put(_Failure(error))
+        while not stop.is_set():
+            try:
+                out.put(_Failure(error), timeout=_POLL_S)
+                break
+            except queue.Full:
+                pass
 
 
 def to_device(batch: dict[str, torch.Tensor], unpadded: bool, device: torch.device) -> dict[str, torch.Tensor]:
@@ -76,8 +81,17 @@ class Prefetcher:
         self.consumed_samples = consumed
         return to_device(batch, unpadded, self.device)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the thread and wait for it. A daemon thread still inside a torch op when the interpreter
+        exits is killed there, and the process aborts ("terminate called without an active exception")
+        after a finished run: the thread must be gone before the rank exits."""
         self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def __del__(self) -> None:
         self._stop.set()

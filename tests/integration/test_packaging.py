@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 
+import fast_electra_ds
 from tests.conftest import ROOT, cpu_env
 
 NOT_SOURCE = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "DeepSpeedJobName")
@@ -15,13 +16,16 @@ def test_wheel_install_carries_the_configs_and_trains(prepared, tmp_path):
     # The venv sees this interpreter's packages (torch, deepspeed: no download) but gets its own fast_electra_ds.
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index", str(source)],
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              "--check-build-dependencies", "--no-index", str(source)],
                              capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
     elsewhere.mkdir()
 
+    installed = {k: v for k, v in cpu_env().items() if k != "PYTHONPATH"}  # a PYTHONPATH to a checkout would shadow the install
+
     def run(*args):
-        return subprocess.run([str(a) for a in args], cwd=elsewhere, env=cpu_env(), capture_output=True, text=True, timeout=300)
+        return subprocess.run([str(a) for a in args], cwd=elsewhere, env=installed, capture_output=True, text=True, timeout=300)
 
     where = run(python, "-c", "import fast_electra_ds.shipped as s; print(s.__file__); print(*(s.shipped_dir(k) for k in s.SHIPPED))")
     module, *dirs = where.stdout.split()
@@ -31,6 +35,8 @@ def test_wheel_install_carries_the_configs_and_trains(prepared, tmp_path):
     for shipped in ("configs/tiny.yaml", "ds_configs/zero3.json", "launcher/slurm/train.sbatch", "launcher/preflight.py", "train.py"):
         assert (package / shipped).is_file(), shipped
 
+    version = run(venv / "bin" / "fast-electra", "--version")
+    assert version.returncode == 0 and version.stdout.split() == ["fast-electra", fast_electra_ds.__version__], version.stdout + version.stderr
     help_text = run(venv / "bin" / "fast-electra", "train", "--help")
     assert help_text.returncode == 0 and help_text.stdout.startswith("usage: fast-electra train"), help_text.stderr
     out = tmp_path / "run"

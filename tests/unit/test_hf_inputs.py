@@ -13,7 +13,7 @@ from fast_electra_ds.data.text import iter_documents
 from fast_electra_ds.data.tokenizer import load_tokenizer
 from fast_electra_ds.errors import UserError
 
-pa = pytest.importorskip("pyarrow")  # a test extra (setup.py); fast-electra itself needs it only for these formats
+pa = pytest.importorskip("pyarrow")  # a test extra (pyproject.toml); fast-electra itself needs it only for these formats
 import pyarrow.ipc  # noqa: E402
 import pyarrow.parquet  # noqa: E402
 

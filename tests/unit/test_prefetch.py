@@ -98,3 +98,17 @@ def test_attention_gets_no_mask_for_a_batch_without_padding():
     assert all(masked) and seen[-1] is padded
     _, out_ones = mask_args(torch.ones(2, 8, dtype=torch.long))
     assert torch.allclose(out_unpadded, out_ones, atol=1e-6)
+
+
+def test_close_ends_the_thread_even_with_a_full_queue_or_a_failure():
+    """A rank exits only after its reader thread has ended (a daemon thread killed inside a torch op at
+    interpreter exit aborts the process)."""
+    full = Prefetcher(RankBatches(NumberedSamples(23), 2, 0, 1, seed=3), torch.device("cpu"), depth=1)
+    next(full)
+    full.close()
+    assert not full.alive
+    failed = Prefetcher(RankBatches(NumberedSamples(23, broken_at=4), 2, 0, 1, seed=3), torch.device("cpu"), depth=1)
+    with pytest.raises(ValueError, match="unreadable"):
+        for _ in range(30):
+            next(failed)
+    assert not failed.alive
