@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from fast_electra_ds import checkpoint as ckpt
+from fast_electra_ds.checkpointing import checkpoint as ckpt
 from fast_electra_ds.errors import UserError
 from tests.conftest import ROOT
 
@@ -232,7 +232,7 @@ class Payload:
 def test_deepspeeds_own_loads_never_unpickle_a_hostile_checkpoint(tmp_path):
     """export (DeepSpeed's zero_to_fp32 reader) on a checkpoint whose files carry a payload: refused in
     one line, the payload never runs."""
-    from fast_electra_ds.export import consolidated_state_dict
+    from fast_electra_ds.export.exporter import consolidated_state_dict
 
     checkpoint = tmp_path / "checkpoints" / "step_00000001"
     checkpoint.mkdir(parents=True)

@@ -14,21 +14,21 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from . import checkpoint as ckpt
+from ..checkpointing import checkpoint as ckpt
 from .compile import compile_blocks
-from .config import RunConfig, save_config
-from .data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
-from .data.prefetch import Prefetcher
-from .data.tokenizer import load_tokenizer
-from .device import bind_device
-from .ds_config import resolve_ds_config
-from .errors import UserError
-from .metrics.logger import RunLogger, place_monitor_outputs
-from .metrics.tracker import TrainingMetrics
-from .metrics.validation import Validator
+from ..config.run_config import RunConfig, save_config
+from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from ..data.prefetch import Prefetcher
+from ..data.tokenizer import load_tokenizer
+from ..runtime.device import bind_device
+from ..config.ds_config import resolve_ds_config
+from ..errors import UserError
+from ..metrics.logger import RunLogger, place_monitor_outputs
+from ..metrics.tracker import TrainingMetrics
+from ..metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
-from .models.main import is_partitioned, local_and_total_numel
-from .methods import METHODS, Method, StepContext, TokenInfo
+from ..models.main import is_partitioned, local_and_total_numel
+from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
 

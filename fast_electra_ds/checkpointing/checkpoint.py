@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
-from .resources import fail_on_every_rank
+from ..errors import UserError
+from ..runtime.resources import fail_on_every_rank
 from .safe_load import weights_only_loads
 
 COMPLETE = "COMPLETE"
