@@ -233,7 +233,7 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
         return record
     if settings.report_only:
         return None
-    from fast_electra_ds.checkpointing.checkpoint import checkpoint_root, complete_checkpoints
+    from fast_electra_ds.checkpointing import checkpoint_root, complete_checkpoints
 
     # A stage cut short (a session's end) continues from its last checkpoint; its wall time adds up.
     resume = out.is_dir() and bool(complete_checkpoints(checkpoint_root(out)))

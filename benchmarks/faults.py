@@ -355,7 +355,7 @@ class Bench:
             out = mount / "run"
             rc, output = self.run(out)
             errors = [line for line in output.splitlines() if line.startswith("error: ")]
-            from fast_electra_ds.checkpointing.checkpoint import resolve_checkpoint
+            from fast_electra_ds.checkpointing import resolve_checkpoint
 
             try:
                 intact = resolve_checkpoint(out)

@@ -38,7 +38,7 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
     """A collective failing because another rank is gone, as one actionable line."""
     import torch.distributed as dist
 
-    from .checkpointing.checkpoint import checkpoint_root, complete_checkpoints
+    from .checkpointing import checkpoint_root, complete_checkpoints
 
     if not (isinstance(err, dist.DistBackendError) or any(sign in str(err) for sign in PEER_FAILURE_SIGNS)):
         return None
@@ -73,7 +73,6 @@ def _single_process_defaults() -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from .checkpointing.checkpoint import allow_inexact_resume
     from .runtime.launcher_death import die_with_launcher
     from .runtime.resources import check_out_dir_writable
     from .runtime.run_lock import hold_run_lock
@@ -85,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
-    allow_inexact_resume(args.allow_inexact_resume)
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
 
@@ -101,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     unlink_shm_allreduce_buffer()
     hold_run_lock(config.train.out_dir)  # one job per train.out_dir
     try:
-        trainer = Trainer(config, ds_config, resume=args.resume)
+        trainer = Trainer(config, ds_config, resume=args.resume, allow_inexact_resume=args.allow_inexact_resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)
         rank = dist.get_rank()
         if rank == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish

@@ -133,7 +133,7 @@ def check_fp16_overflow(runs: Runs, aux: Path, device: str) -> dict:
     out, steps = runs.work / name, 4
     runs.train(name, out, "method=fast", f"aux.path={aux}", f"train.steps={steps}", "train.export=false", ds_config=path)
     logged = records(out)
-    from fast_electra_ds.checkpointing import checkpoint as ckpt
+    from fast_electra_ds import checkpointing as ckpt
     from fast_electra_ds.config.run_config import RunConfig
 
     final = ckpt.complete_checkpoints(ckpt.checkpoint_root(out))[-1]

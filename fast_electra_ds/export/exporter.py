@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpointing import checkpoint as ckpt
+from .. import checkpointing as ckpt
 from ..config.run_config import load_config
 from ..data.tokenizer import load_tokenizer
 from ..errors import UserError

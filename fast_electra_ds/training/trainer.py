@@ -14,7 +14,7 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from ..checkpointing import checkpoint as ckpt
+from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
 from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
@@ -88,7 +88,7 @@ class TrainerState:
 # --- the run ------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False):
+    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False, allow_inexact_resume: bool = False):
         self.config = config
         self.run_dir = Path(config.train.out_dir)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -113,7 +113,7 @@ class Trainer:
 
         checkpoint = None
         if resume:
-            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True)  # every rank verifies its share of the files
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True, inexact=allow_inexact_resume)  # every rank verifies its share of the files
             saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
             if saved_method != config.method:
                 raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
@@ -136,7 +136,7 @@ class Trainer:
 
         self.state = TrainerState()
         if checkpoint is not None:
-            saved = ckpt.load_checkpoint(self.engine, checkpoint)
+            saved = ckpt.load_checkpoint(self.engine, checkpoint, inexact=allow_inexact_resume)
             self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
             self.method.load_state_dict(self.state.method_state or {})
             self.metrics.load_state_dict(saved.get("metrics_state"))

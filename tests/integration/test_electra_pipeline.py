@@ -142,7 +142,7 @@ def test_deepspeeds_zero_to_fp32_finds_the_latest_checkpoint_and_matches_export(
     import sys
 
     from fast_electra_ds.export.exporter import consolidated_state_dict
-    from fast_electra_ds.checkpointing.checkpoint import resolve_checkpoint
+    from fast_electra_ds.checkpointing import resolve_checkpoint
 
     root = electra_run / "checkpoints"
     result = subprocess.run([sys.executable, str(root / "zero_to_fp32.py"), str(root), str(tmp_path / "fp32")], capture_output=True, text=True, timeout=300)

@@ -1,7 +1,7 @@
 """Config merging and validation, DeepSpeed batch arithmetic, checkpoint discovery."""
 import pytest
 
-from fast_electra_ds.checkpointing import checkpoint as ckpt
+from fast_electra_ds import checkpointing as ckpt
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.main import scaled_sizes
