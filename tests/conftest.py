@@ -61,3 +61,17 @@ def prepared(corpus, tmp_path_factory) -> dict:
     train_tokenizer([str(corpus)], root / "tokenizer", vocab_size=2000)
     prepare([str(corpus)], str(root / "tokenizer"), root / "data", workers=1, progress=False)
     return {"tokenizer": root / "tokenizer", "data": root / "data", "root": root}
+
+
+@pytest.fixture(scope="module")
+def world_of_one(tmp_path_factory):
+    """A gloo process group of one rank in this process, for code that calls collectives."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        yield
+        return
+    store = dist.FileStore(str(tmp_path_factory.mktemp("store") / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()

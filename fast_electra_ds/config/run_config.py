@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
@@ -195,6 +196,10 @@ class TrainConfig:
     stop_after: int = 0  # stop (with a checkpoint) after this many steps this session; 0: run to `steps`
     export: bool = True  # write <out_dir>/hf at the end
     fused_adam: str = "auto"  # auto: torch's fused AdamW on CUDA (DeepSpeed's FusedAdam if prebuilt), torch's Adam on CPU; "true": DeepSpeed's FusedAdam; "false"
+    # The divergence guard (training/divergence.py): more fp16-overflow-skipped steps than this share of
+    # the last `skipped_window` steps stops the run; 1 never stops on skips (a non-finite loss still does).
+    max_skipped_share: float = 0.5
+    skipped_window: int = 20
 
 
 @dataclass
@@ -308,7 +313,25 @@ def load_config(paths: list[str] | None = None, overrides: list[str] | None = No
         for key in reversed(keys):
             nested = {key: nested}
         _apply(config, nested, "")
+    validate(config)
     return config
+
+
+def validate(config: RunConfig) -> None:
+    """Values no run can work with, as one line before any process group starts."""
+    train, lr = config.train, config.optim.lr
+    if train.steps <= 0:
+        raise UserError(f"train.steps is {train.steps}; a run needs at least one step", "pass train.steps=<a positive number>")
+    if train.log_every <= 0:
+        raise UserError(f"train.log_every is {train.log_every}; it must be at least 1", "e.g. train.log_every=10")
+    for key in ("save_every", "eval_every", "stop_after", "keep_last"):
+        if getattr(train, key) < 0:
+            raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
+    if lr is not None and not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
+    if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:
+        raise UserError(f"train.max_skipped_share {train.max_skipped_share} / train.skipped_window {train.skipped_window} are out of range",
+                        "give a share in (0, 1] (1: never stop on skipped steps) and a window of at least 1 step")
 
 
 def save_config(config: RunConfig, path: Path) -> None:

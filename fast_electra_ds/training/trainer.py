@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..metrics.logger import RunLogger, place_monitor_outputs
 from ..metrics.tracker import TrainingMetrics
 from ..metrics.validation import Validator
+from .divergence import DivergenceGuard, stop_diverged, weights_are_finite
 from .loss_scale import end_applied_step, schedule_clock
 from ..models.main import is_partitioned, local_and_total_numel
 from ..methods import METHODS, Method, StepContext, TokenInfo
@@ -199,12 +200,18 @@ class Trainer:
             path.write_text("".join(line + "\n" for line in kept))
 
     def save(self) -> Path:
+        if not weights_are_finite(self.engine.module, self.device):  # never saved, never `latest`, never rotates a good one away
+            self.diverged("the model's weights are not finite")
         state = {"step": self.state.step, "consumed_samples": self.state.consumed_samples,
                  "method": self.config.method, "method_state": self.method.state_dict(),
                  "metrics_state": self.metrics.state_dict()}
         path = ckpt.save_checkpoint(self.engine, self.run_dir, self.state.step, state, self.config.train.keep_last)
         self.log(f"saved checkpoint {path}")
         return path
+
+    def diverged(self, reason: str) -> None:
+        found = ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir))
+        stop_diverged(self.rank, self.state.step, reason, str(found[-1]) if found else None)
 
     # --- the loop --------------------------------------------------------------------------------
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
@@ -218,6 +225,7 @@ class Trainer:
     def run_steps(self, batches: Prefetcher, signals_before_start: list[int]) -> dict[str, Any]:
         cfg = self.config.train
         stop = StopSignal(signals_before_start)
+        guard = DivergenceGuard(self.device, cfg.skipped_window, cfg.max_skipped_share)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)
         self.logger = logger
@@ -234,6 +242,7 @@ class Trainer:
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)
+                guard.see_loss(loss)
                 self.engine.backward(loss)
                 self.method.before_optimizer_step(self.engine.optimizer.param_groups)
                 self.engine.step()
@@ -241,7 +250,9 @@ class Trainer:
             self.state.step += 1
             self.state.consumed_samples = batches.consumed_samples
             window_steps += 1
-            end_applied_step(self.engine, self.method, ctx, self.metrics.step_values())
+            divergence = guard.end_step(end_applied_step(self.engine, self.method, ctx, self.metrics.step_values()))
+            if divergence:
+                self.diverged(divergence)
             logger.advance(self.state.step)
             stopping = stop.agreed(self.device)
             saving = stopping or self.state.step == last_step or (cfg.save_every and self.state.step % cfg.save_every == 0)
