@@ -50,10 +50,10 @@ if __package__ in (None, ""):
 
 from benchmarks.common import RESULTS, markdown_table, publish
 from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
-from fast_electra_ds.config import RunConfig, load_config
+from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError, run_guarded
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
-from fast_electra_ds.process_group import free_port
+from fast_electra_ds.runtime.process_group import free_port
 from fast_electra_ds.models.main import electra_config, scaled_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
         return record
     if settings.report_only:
         return None
-    from fast_electra_ds.checkpoint import checkpoint_root, complete_checkpoints
+    from fast_electra_ds.checkpointing import checkpoint_root, complete_checkpoints
 
     # A stage cut short (a session's end) continues from its last checkpoint; its wall time adds up.
     resume = out.is_dir() and bool(complete_checkpoints(checkpoint_root(out)))

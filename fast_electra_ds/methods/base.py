@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 import torch
 from transformers import ElectraConfig
 
-from ..config import RunConfig
+from ..config.run_config import RunConfig
 from ..errors import UserError
 from ..models.main import electra_config
-from ..objectives import Metrics
+from ..metrics.pairs import Metrics
 from .masking import corrupt_inputs, maskable_positions, select_positions
 
 

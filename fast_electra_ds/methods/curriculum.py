@@ -53,9 +53,9 @@ import math
 
 import torch
 
-from ..config import CurriculumConfig
+from ..config.run_config import CurriculumConfig
 from ..errors import UserError
-from ..objectives import Metrics, ratio
+from ..metrics.pairs import Metrics, ratio
 
 KINDS = ("exp", "target")
 T_MAX = 16.0  # the largest temperature `target` picks (the study's aux needs 2.26 at u = 0)

@@ -14,7 +14,7 @@ from ..models.corrective_lm import corrective_lm_head, masked_lm_view
 from ..models.main import build_model
 from ..models.sampling import sample_and_argmax
 from ..models.pretraining import ReplacedTokenDetection
-from ..objectives import Metrics, ratio
+from ..metrics.pairs import Metrics, ratio
 from .base import Method, StepContext, register
 from .curriculum import Curriculum
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import ElectraConfig, ElectraForMaskedLM
 
-from fast_electra_ds.config import CurriculumConfig
+from fast_electra_ds.config.run_config import CurriculumConfig
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.methods.curriculum import T_MAX, Curriculum, temperature

@@ -16,7 +16,7 @@ from typing import Any, get_origin, get_type_hints
 
 import yaml
 
-from .errors import UserError
+from ..errors import UserError
 from .shipped import find_config_file, shipped_names
 
 # Encoder sizes from the ELECTRA paper (Clark et al. 2020, Table 6 / slides' size table); "tiny" is ours,

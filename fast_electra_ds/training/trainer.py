@@ -14,21 +14,21 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from . import checkpoint as ckpt
+from .. import checkpointing as ckpt
 from .compile import compile_blocks
-from .config import RunConfig, save_config
-from .data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
-from .data.prefetch import Prefetcher
-from .data.tokenizer import load_tokenizer
-from .device import bind_device
-from .ds_config import resolve_ds_config
-from .errors import UserError
-from .metrics.logger import RunLogger, place_monitor_outputs
-from .metrics.tracker import TrainingMetrics
-from .metrics.validation import Validator
+from ..config.run_config import RunConfig, save_config
+from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from ..data.prefetch import Prefetcher
+from ..data.tokenizer import load_tokenizer
+from ..runtime.device import bind_device
+from ..config.ds_config import resolve_ds_config
+from ..errors import UserError
+from ..metrics.logger import RunLogger, place_monitor_outputs
+from ..metrics.tracker import TrainingMetrics
+from ..metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
-from .models.main import is_partitioned, local_and_total_numel
-from .methods import METHODS, Method, StepContext, TokenInfo
+from ..models.main import is_partitioned, local_and_total_numel
+from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
 
@@ -88,7 +88,7 @@ class TrainerState:
 # --- the run ------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False):
+    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False, allow_inexact_resume: bool = False):
         self.config = config
         self.run_dir = Path(config.train.out_dir)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -114,7 +114,7 @@ class Trainer:
 
         checkpoint = None
         if resume:
-            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True)  # every rank verifies its share of the files
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True, inexact=allow_inexact_resume)  # every rank verifies its share of the files
             saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
             if saved_method != config.method:
                 raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
@@ -137,7 +137,7 @@ class Trainer:
 
         self.state = TrainerState()
         if checkpoint is not None:
-            saved = ckpt.load_checkpoint(self.engine, checkpoint)
+            saved = ckpt.load_checkpoint(self.engine, checkpoint, inexact=allow_inexact_resume)
             self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
             self.method.load_state_dict(self.state.method_state or {})
             self.metrics.load_state_dict(saved.get("metrics_state"))

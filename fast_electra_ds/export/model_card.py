@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .data.tokenizer import save_tokenizer_for_model
+from ..data.tokenizer import save_tokenizer_for_model
 
 
 def finish_model_dir(target: Path, model, tokenizer, run_dir: Path, checkpoint: Path) -> None:
@@ -39,7 +39,7 @@ def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
 
 
 def method_summary(method: str) -> str:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     cls = METHODS.get(method)
     doc = (sys.modules[cls.__module__].__doc__ or "") if cls else ""
