@@ -49,7 +49,11 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
 
 
 def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .config import TrainConfig
+
+    defaults = (f"Defaults: {TrainConfig().safety_summary()} (train.save_every, train.save_every_minutes, "
+                f"train.keep_last, train.eval_every; 0 turns a rule off).")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=defaults, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True,
                         help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler): a file or a shipped name, e.g. zero3.json")
     parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order: files or shipped names, e.g. tiny.yaml")

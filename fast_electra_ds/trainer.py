@@ -72,10 +72,28 @@ class StopSignal:
     def _handle(self, signum, frame) -> None:
         self.received = True
 
-    def agreed(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.received else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def agreed(self, device: torch.device, save_due: bool = False) -> tuple[bool, bool]:
+        """(stop, save) as every rank agrees: either is true if it is on any rank. One collective
+        a step carries both, so a wall-clock rule never splits the ranks."""
+        flags = torch.tensor([float(self.received), float(save_due)], device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0].item()), bool(flags[1].item())
+
+
+class SaveClock:
+    """Wall-time checkpoints: due once `minutes` have passed since the last checkpoint (or the
+    start of this session); 0 never. Each rank reads its own clock; StopSignal.agreed makes the
+    decision the same on all."""
+
+    def __init__(self, minutes: float, clock=time.monotonic) -> None:
+        self.seconds, self.clock = minutes * 60, clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = self.clock()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and self.clock() - self.last >= self.seconds
 
 
 @dataclass
@@ -210,6 +228,7 @@ class Trainer:
         cfg = self.config.train
         batches = Prefetcher(RankBatches(self.train_data, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
         stop = StopSignal(signals_before_start)
+        save_clock = SaveClock(cfg.save_every_minutes)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)
         self.logger = logger
@@ -219,6 +238,7 @@ class Trainer:
         self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x "
                  f"{self.config.data.seq_len} tokens on {self.world_size} ranks ({self.device.type}); "
                  f"{len(self.train_data)} training and {self.validator.sequences} validation sequences")
+        self.log(cfg.safety_summary() + ("" if self.validator else "; validation off (data.val_sequences=0)"))
         while self.state.step < last_step:
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
@@ -235,8 +255,9 @@ class Trainer:
             window_steps += 1
             end_applied_step(self.engine, self.method, ctx, self.metrics.step_values())
             logger.advance(self.state.step)
-            stopping = stop.agreed(self.device)
-            saving = stopping or self.state.step == last_step or (cfg.save_every and self.state.step % cfg.save_every == 0)
+            stopping, time_to_save = stop.agreed(self.device, save_clock.due())
+            saving = (stopping or time_to_save or self.state.step == last_step
+                      or (cfg.save_every and self.state.step % cfg.save_every == 0))
             evaluating = bool(self.validator) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
             # A log window also ends at every checkpoint, so a resumed run logs the same windows.
             if self.state.step % cfg.log_every == 0 or saving or evaluating:
@@ -249,6 +270,7 @@ class Trainer:
                 break
             if saving and self.state.step < last_step:
                 self.save()
+                save_clock.reset()
         final_checkpoint = self.save()
         logger.close()
         finished = self.state.step >= cfg.steps
