@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, check_writable
 from . import trainer
 from .recipes import make_recipe, size_for_hidden
 from .tasks import Split, Task, get_task, load_task_data, present_test_files, read_test_split
@@ -113,6 +113,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         raise UserError(f"init {init!r} is not one of {', '.join(trainer.INITS)}", "e.g. --init random")
     config = trainer.model_config(model_dir)
     task_spec = get_task(str(task), data_dir)
+    check_writable(out_dir, "--out")  # before hours of fine-tuning
     tokenizer = trainer.load_tokenizer(model_dir)
     hidden = int(getattr(config, "hidden_size", 768))
     the_recipe = make_recipe(recipe, hidden, task_spec.name, overrides)
