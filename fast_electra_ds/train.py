@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from .resources import check_out_dir_writable
     from .run_lock import hold_run_lock
     from .config import load_config, load_ds_config
-    from .process_group import init_process_group, quiet_known_warnings
+    from .process_group import explain_op_builds, init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     _single_process_defaults()
     started = time.time()
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
+    explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
     init_process_group()  # a taken MASTER_PORT is one line naming a free one
     unlink_shm_allreduce_buffer()
     hold_run_lock(config.train.out_dir)  # one job per train.out_dir

@@ -28,6 +28,7 @@ from .metrics.tracker import TrainingMetrics
 from .metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
 from .models.main import is_partitioned, local_and_total_numel
+from .process_group import scheduler_built_quietly
 from .methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
@@ -145,7 +146,8 @@ class Trainer:
         module = self.method.build_model(self.ds_config)
         if config.model.compile:
             compile_blocks(module)  # before initialize: each block one ZeRO-3 leaf, its forward compiled
-        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
+        with scheduler_built_quietly():
+            self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
         self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.dataset.unigram_entropy())
