@@ -2,7 +2,7 @@ from setuptools import find_packages, setup
 
 # The files shipped next to the code travel inside the package in a wheel (fast_electra_ds/configs,
 # ...), so that `--ds_config zero3.json`, `--config tiny.yaml` and the launcher scripts work from a
-# non-editable install; a source checkout keeps them at the root (fast_electra_ds/shipped.py looks in both).
+# non-editable install; a source checkout keeps them at the root (fast_electra_ds/config/shipped.py looks in both).
 SHIPPED = {
     "fast_electra_ds.configs": ("configs", ["*.yaml"]),
     "fast_electra_ds.ds_configs": ("ds_configs", ["*.json"]),

@@ -30,7 +30,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks.throughput import SPECIALS, make_runner
-from fast_electra_ds.config import RunConfig
+from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 
 

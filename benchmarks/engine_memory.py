@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from fast_electra_ds.process_group import free_port
+from fast_electra_ds.runtime.process_group import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
@@ -49,7 +49,7 @@ def ds_config_for(setting, base: str | Path = ROOT / "ds_configs" / "zero3.json"
 
 def run_config_for(setting, method: str):
     """The RunConfig whose main model, generator and aux sizes are the setting's."""
-    from fast_electra_ds.config import RunConfig
+    from fast_electra_ds.config.run_config import RunConfig
 
     config = RunConfig(method=method)
     model = config.model
@@ -108,7 +108,7 @@ def measure_engine_step(setting, kind: str) -> int:
     from transformers import ElectraForMaskedLM
 
     from fast_electra_ds.methods import METHODS, TokenInfo
-    from fast_electra_ds.ds_config import resolve_ds_config
+    from fast_electra_ds.config.ds_config import resolve_ds_config
 
     if setting.world_size != 1:
         raise ValueError("the measured step runs one rank: use world_size 1 (the simulation divides for more)")

@@ -47,7 +47,7 @@ GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_add
 
 
 def run_config(method: str, shape: dict, steps: int):
-    from fast_electra_ds.config import RunConfig
+    from fast_electra_ds.config.run_config import RunConfig
 
     config = RunConfig(method={"original": "electra", MAIN_ONLY: "fast"}.get(method, method))
     config.model.preset = shape["preset"]
@@ -118,7 +118,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     import torch.distributed as dist
     from transformers import ElectraForMaskedLM
 
-    from fast_electra_ds.ds_config import resolve_ds_config
+    from fast_electra_ds.config.ds_config import resolve_ds_config
     from fast_electra_ds.models.main import electra_config, scaled_sizes
     from fast_electra_ds.methods import METHODS as REGISTRY, StepContext, TokenInfo
 

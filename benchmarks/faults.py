@@ -40,7 +40,7 @@ if __package__ in (None, ""):
 
 from benchmarks.common import RESULTS, markdown_table, publish  # noqa: E402
 from fast_electra_ds.metrics.logger import read_metrics  # noqa: E402
-from fast_electra_ds.process_group import free_port  # noqa: E402
+from fast_electra_ds.runtime.process_group import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -356,7 +356,7 @@ class Bench:
             out = mount / "run"
             rc, output = self.run(out)
             errors = [line for line in output.splitlines() if line.startswith("error: ")]
-            from fast_electra_ds.checkpoint import resolve_checkpoint
+            from fast_electra_ds.checkpointing import resolve_checkpoint
 
             try:
                 intact = resolve_checkpoint(out)

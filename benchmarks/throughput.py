@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from benchmarks.common import RESULTS, markdown_table, publish
-from fast_electra_ds.config import RunConfig
+from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.metrics.tracker import TrainingMetrics
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     elif command == "prepare":
         from .data.prepare import cli as function
     elif command == "export":
-        from .export import cli as function
+        from .export.exporter import cli as function
     elif command == "train":
         from .train import cli as function
     elif command == "finetune":

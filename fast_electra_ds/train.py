@@ -38,7 +38,7 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
     """A collective failing because another rank is gone, as one actionable line."""
     import torch.distributed as dist
 
-    from .checkpoint import checkpoint_root, complete_checkpoints
+    from .checkpointing import checkpoint_root, complete_checkpoints
 
     if not (isinstance(err, dist.DistBackendError) or any(sign in str(err) for sign in PEER_FAILURE_SIGNS)):
         return None
@@ -49,7 +49,7 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
 
 
 def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
-    from .config import TrainConfig
+    from .config.run_config import TrainConfig
 
     defaults = (f"Defaults: {TrainConfig().safety_summary()} (train.save_every, train.save_every_minutes, "
                 f"train.keep_last, train.eval_every; 0 turns a rule off).")
@@ -67,7 +67,7 @@ def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
 def _single_process_defaults() -> None:
     """Allow `python train.py ...` without a launcher: a world of one."""
     if "RANK" not in os.environ:
-        from .process_group import free_port
+        from .runtime.process_group import free_port
 
         os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -77,26 +77,24 @@ def _single_process_defaults() -> None:
 def run(args: argparse.Namespace) -> int:
     import signal
 
-    from .checkpoint import allow_inexact_resume
-    from .launcher_death import die_with_launcher
-    from .resources import check_out_dir_writable
-    from .run_lock import hold_run_lock
-    from .config import load_config, load_ds_config
-    from .process_group import explain_op_builds, init_process_group, quiet_known_warnings
+    from .runtime.launcher_death import die_with_launcher
+    from .runtime.resources import check_out_dir_writable
+    from .runtime.run_lock import hold_run_lock
+    from .config.run_config import load_config, load_ds_config
+    from .runtime.process_group import explain_op_builds, init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
     ds_config = load_ds_config(args.ds_config)
-    allow_inexact_resume(args.allow_inexact_resume)
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
 
     import torch.distributed as dist
 
-    from .device import barrier, bind_device
-    from .trainer import Trainer
+    from .runtime.device import barrier, bind_device
+    from .training.trainer import Trainer
 
     _single_process_defaults()
     started = time.time()
@@ -106,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     unlink_shm_allreduce_buffer()
     hold_run_lock(config.train.out_dir)  # one job per train.out_dir
     try:
-        trainer = Trainer(config, ds_config, resume=args.resume)
+        trainer = Trainer(config, ds_config, resume=args.resume, allow_inexact_resume=args.allow_inexact_resume)
         result = trainer.train(signals_before_start=_EARLY_STOP)
         rank = dist.get_rank()
         if rank == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
@@ -121,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         # an active exception", tests/integration/test_zero3_pipeline.py's resume, 2026-12-03), and
         # the launcher then killed rank 0.
         if rank == 0 and result["finished"] and config.train.export:
-            from .export import export
+            from .export.exporter import export
 
             differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
             result["export"] = str(trainer.run_dir / "hf")
@@ -151,7 +149,7 @@ def unlink_shm_allreduce_buffer() -> None:
     needed; the mappings stay valid until the processes exit."""
     import torch.distributed as dist
 
-    from .device import barrier
+    from .runtime.device import barrier
 
     barrier()
     rank = dist.get_rank()

@@ -12,7 +12,7 @@ from fast_electra_ds.errors import run_guarded  # noqa: E402
 
 
 def check(argv: list[str]) -> int:
-    from fast_electra_ds.config import load_config, load_ds_config
+    from fast_electra_ds.config.run_config import load_config, load_ds_config
     from fast_electra_ds.train import parse_args
 
     args = parse_args(argv)

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fast_electra_ds.metrics.logger import read_metrics  # noqa: E402
-from fast_electra_ds.process_group import RENDEZVOUS_VARIABLES  # noqa: E402
+from fast_electra_ds.runtime.process_group import RENDEZVOUS_VARIABLES  # noqa: E402
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
 STEPS = 12  # training steps of the `fast` runs (tiny model): enough for the loss to fall
@@ -67,7 +67,7 @@ class Runs:
         if ranks == 1:
             command = [sys.executable, str(ROOT / "train.py"), *args]
         else:
-            from fast_electra_ds.process_group import free_port
+            from fast_electra_ds.runtime.process_group import free_port
 
             command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
         log = self.logs / f"{name}.log"
@@ -134,8 +134,8 @@ def check_fp16_overflow(runs: Runs, aux: Path, device: str) -> dict:
     out, steps = runs.work / name, 4
     runs.train(name, out, "method=fast", f"aux.path={aux}", f"train.steps={steps}", "train.export=false", ds_config=path)
     logged = records(out)
-    from fast_electra_ds import checkpoint as ckpt
-    from fast_electra_ds.config import RunConfig
+    from fast_electra_ds import checkpointing as ckpt
+    from fast_electra_ds.config.run_config import RunConfig
 
     final = ckpt.complete_checkpoints(ckpt.checkpoint_root(out))[-1]
     state = json.loads((final / ckpt.TRAINER_STATE).read_text())
@@ -172,7 +172,7 @@ def check_compile(runs: Runs, aux: Path) -> dict:
 def inner_device(aux: Path, device_name: str) -> list[dict]:
     import torch
 
-    from fast_electra_ds.device import bind_device
+    from fast_electra_ds.runtime.device import bind_device
 
     device = bind_device() if device_name == "cuda" else torch.device("cpu")
     out = []
@@ -191,9 +191,9 @@ def _optimizer(device, aux: Path) -> list[dict]:
     from transformers import ElectraForPreTraining
 
     from benchmarks.engine_memory import _init_single_rank
-    from fast_electra_ds.config import RunConfig, load_ds_config
-    from fast_electra_ds.device import prebuilt_fused_adam
-    from fast_electra_ds.ds_config import resolve_ds_config
+    from fast_electra_ds.config.run_config import RunConfig, load_ds_config
+    from fast_electra_ds.runtime.device import prebuilt_fused_adam
+    from fast_electra_ds.config.ds_config import resolve_ds_config
     from fast_electra_ds.models.main import build_model, electra_config
 
     _init_single_rank()
@@ -223,8 +223,9 @@ def _attention(device, aux: Path) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
     from transformers import ElectraForPreTraining
 
-    from fast_electra_ds.config import RunConfig
-    from fast_electra_ds.models.main import build_model, electra_config, unpadded_mask
+    from fast_electra_ds.config.run_config import RunConfig
+    from fast_electra_ds.data.unpadded import unpadded_mask
+    from fast_electra_ds.models.main import build_model, electra_config
 
     config = RunConfig()
     config.model.preset = "small"

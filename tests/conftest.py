@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fast_electra_ds.process_group import RENDEZVOUS_VARIABLES, free_port  # noqa: F401 (tests import free_port from here)
+from fast_electra_ds.runtime.process_group import RENDEZVOUS_VARIABLES, free_port  # noqa: F401 (tests import free_port from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,3 @@
+"""From text to batches: reading documents (text, wiki), the tokenizer (tokenizer), tokenized shards
+(prepare, indexed), packed samples split over ranks (dataset), batches read ahead (prefetch) and the
+attention mask of a batch without padding (unpadded)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from ..models.main import unpadded_mask
+from .unpadded import unpadded_mask
 
 _POLL_S = 0.1  # how often a blocked reader thread checks whether it should stop
 
@@ -43,7 +43,7 @@ def _read_ahead(batches, device: torch.device, out: queue.Queue, stop: threading
 
 
 def to_device(batch: dict[str, torch.Tensor], unpadded: bool, device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch on `device`; without padding its attention mask is models.main.unpadded_mask."""
+    """The batch on `device`; without padding its attention mask is data.unpadded.unpadded_mask."""
     moved = {key: value.to(device, non_blocking=True) for key, value in batch.items() if not (unpadded and key == "attention_mask")}
     if unpadded:
         mask = batch["attention_mask"]

@@ -48,7 +48,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTrainin
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from ..errors import UserError
 from ..models.early_exit import AdaptiveExitElectra
-from ..objectives import Metrics
+from ..metrics.pairs import Metrics
 from .base import StepContext, register, weight_decay_groups
 from .joint import JointMethod
 from .skipped_groups import SkippedGroups, named_groups

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 import torch
 from transformers import ElectraConfig
 
-from ..config import RunConfig
+from ..config.run_config import RunConfig
 from ..errors import UserError
 from ..models.main import electra_config
-from ..objectives import Metrics
+from ..metrics.pairs import Metrics
 from .masking import corrupt_inputs, maskable_positions, select_positions
 
 
@@ -39,6 +39,9 @@ class TokenInfo:
     sep_id: int
     mask_id: int
     fingerprint: str
+    # The corpus's unigram entropy in nats (data/dataset.py), for curricula that start from it; None
+    # where no corpus is at hand (benchmarks on random ids).
+    unigram_entropy: float | None = None
 
     @property
     def special_ids(self) -> list[int]:

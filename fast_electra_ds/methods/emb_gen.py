@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..models.embedding_generator import (EmbeddingGeneratorRTD, check_neighbour_count, copy_into_embeddings, full_table,
                                           load_embedding_table, nearest_neighbours)
 from ..models.main import build_model
-from ..objectives import Metrics
+from ..metrics.pairs import Metrics
 from .base import Method, StepContext, register
 from .fast import replacement_labels
 from .masking import maskable_positions, select_positions

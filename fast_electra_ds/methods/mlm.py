@@ -14,7 +14,7 @@ from transformers import ElectraConfig, ElectraForMaskedLM
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, training_flops
 from ..models.main import build_model, electra_config
 from ..models.pretraining import MaskedLanguageModel
-from ..objectives import Metrics
+from ..metrics.pairs import Metrics
 from .base import Method, StepContext, register
 
 BERT_MASK_TOKEN_PROB = 0.8

@@ -17,7 +17,7 @@ and the RTD loss moves by thousandths of a nat in the first millions of tokens. 
 
 Everything is accumulated on the device without host syncs (no boolean indexing, no .item()): a
 logit histogram per class and per-token label counts, summed over micro-batches and ranks like the
-other metrics (objectives.Metrics pairs with vector numerators), then summarised once per log step.
+other metrics (metrics.pairs.Metrics pairs with vector numerators), then summarised once per log step.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def rtd_statistics(logits: torch.Tensor, is_replaced: torch.Tensor, counted: tor
                    input_ids: torch.Tensor | None = None, vocab_size: int | None = None, bce: torch.Tensor | None = None):
     """Sums for the learning metrics of one micro-batch: logits, labels, counted-token mask and the
     observed token ids, all [B, S]; `bce`, the per-token losses if the caller has them already.
-    Returns objectives.Metrics-style (numerator, denominator) pairs."""
+    Returns metrics.pairs.Metrics-style (numerator, denominator) pairs."""
     weight = counted.detach().float().reshape(-1)
     logits = logits.detach().float().reshape(-1)
     replaced = is_replaced.reshape(-1).long()

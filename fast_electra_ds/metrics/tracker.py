@@ -1,6 +1,6 @@
 """Metric sums kept on the device and reduced over ranks only when something reads them.
 
-A micro-batch's metrics are objectives.Metrics pairs (numerator, denominator); their sums over
+A micro-batch's metrics are metrics.pairs.Metrics pairs (numerator, denominator); their sums over
 micro-batches and ranks, divided once, are exact averages whatever the token counts. Nothing here
 calls .item() or .cpu() per micro-batch: on a GPU that would be a host sync that stalls ZeRO-3's
 overlap. One all-reduce of everything packed into one vector, then one copy to the host."""
@@ -11,7 +11,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from ..objectives import Metrics
+from .pairs import Metrics
 from .learning import TOKEN_COUNTS, TokenOnlyDetector, summarize
 
 

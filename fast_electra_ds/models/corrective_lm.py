@@ -36,8 +36,8 @@ import torch
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 from transformers.models.electra.modeling_electra import ElectraGeneratorPredictions
 
-from ..config import ModelConfig
-from ..objectives import Metrics, ratio
+from ..config.run_config import ModelConfig
+from ..metrics.pairs import Metrics, ratio
 from .main import is_partitioned
 from .vocab_loss import copy_mechanism_scores, vocab_log_probs
 

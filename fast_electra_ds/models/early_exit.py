@@ -9,7 +9,8 @@ from transformers import ElectraForMaskedLM, ElectraForPreTraining, ElectraModel
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.electra.modeling_electra import ElectraDiscriminatorPredictions, ElectraGeneratorPredictions
 
-from ..objectives import Metrics, ratio, rtd_loss
+from ..metrics.pairs import Metrics, ratio
+from .objectives import rtd_loss
 from .pretraining import match_zero_init_dtype, share_embeddings
 from .vocab_loss import chunked_mlm_loss
 

@@ -13,7 +13,8 @@ import torch
 from transformers import ElectraForPreTraining
 
 from ..errors import UserError
-from ..objectives import Metrics, ratio, rtd_loss
+from ..metrics.pairs import Metrics, ratio
+from .objectives import rtd_loss
 
 # Distance blocks hold at most BLOCK_ELEMENTS float32 scores (64 MiB): a few queries (one micro-batch's
 # selected ids) are scored against the whole vocabulary at once, a whole-vocabulary search (64k x 64k)

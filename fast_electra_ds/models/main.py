@@ -8,7 +8,8 @@ from transformers import ElectraConfig, PreTrainedModel
 from transformers.integrations import HfDeepSpeedConfig
 from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-from ..config import ModelConfig
+from ..config.run_config import ModelConfig
+from ..data.unpadded import is_unpadded_mask
 
 
 def electra_config(sizes: dict[str, int], model: ModelConfig, vocab_size: int, pad_id: int) -> ElectraConfig:
@@ -54,22 +55,7 @@ def build_model(model_class: type[PreTrainedModel], config: ElectraConfig, ds_co
     return attend_without_unpadded_mask(model)
 
 
-# --- batches without padding ---------------------------------------------------------------------
-# Packed sequences have no padding, yet a mask passed to SDPA rules out its flash kernel. Transformers
-# drops an all-ones mask itself only by reading it (a device-to-host sync in every forward) and never
-# under torch.compile. So a batch known on the host to have no padding carries a stride-0 ones mask:
-# everything reads it as the ones it is, and models built here see it, without reading the device,
-# and give attention no mask.
-
-def unpadded_mask(shape: tuple[int, int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The attention mask of a batch without padding."""
-    return torch.ones((), dtype=dtype, device=device).expand(shape)
-
-
-def is_unpadded_mask(mask: torch.Tensor | None) -> bool:
-    return isinstance(mask, torch.Tensor) and mask.dim() == 2 and mask.stride() == (0, 0)
-
-
+# A batch without padding (data/unpadded.py) gives attention no mask: SDPA may take its flash kernel.
 def _drop_unpadded_mask(module: torch.nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
     if is_unpadded_mask(kwargs.get("attention_mask")):
         return args, {**kwargs, "attention_mask": None}

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-from ..objectives import Metrics, mlm_loss, ratio, rtd_loss
+from ..metrics.pairs import Metrics, ratio
+from .objectives import mlm_loss, rtd_loss
 from .corrective_lm import rtd_with_corrective_lm
 from .vocab_loss import copy_mechanism_scores, masked_lm_loss, masked_lm_loss_and_sample, vocab_log_probs
 

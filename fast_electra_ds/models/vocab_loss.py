@@ -22,7 +22,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from ..objectives import Metrics, ratio
+from ..metrics.pairs import Metrics, ratio
 from .sampling import sample_and_argmax
 
 CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MiB in float32 (128 rows at V = 128k, 549 at 30522)

@@ -3,7 +3,7 @@
 # command (so SIGUSR1/SIGTERM forwarded by srun reach python itself).
 export RANK=$SLURM_PROCID WORLD_SIZE=$SLURM_NTASKS LOCAL_RANK=$SLURM_LOCALID
 # A task bound to one GPU (srun --gpus-per-task=1, --gpu-bind=single) sees only it, as cuda:0, whatever its
-# SLURM_LOCALID; DeepSpeed takes the device as cuda:LOCAL_RANK (fast_electra_ds/device.py does the same in Python).
+# SLURM_LOCALID; DeepSpeed takes the device as cuda:LOCAL_RANK (fast_electra_ds/runtime/device.py does the same in Python).
 if [ -n "${CUDA_VISIBLE_DEVICES:-}" ] && [ "${CUDA_VISIBLE_DEVICES#*,}" = "$CUDA_VISIBLE_DEVICES" ]; then
   export LOCAL_RANK=0
 fi

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 from deepspeed.utils import safe_get_full_grad  # noqa: E402
 
-from fast_electra_ds.config import load_config  # noqa: E402
+from fast_electra_ds.config.run_config import load_config  # noqa: E402
 from fast_electra_ds.models.embedding_generator import full_table  # noqa: E402
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo  # noqa: E402
 

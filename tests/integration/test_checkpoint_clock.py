@@ -1,6 +1,6 @@
 """The wall-time checkpoint rule in a real run: with train.save_every off and a clock that is always
 due, every step checkpoints; the start line says the policy."""
-from fast_electra_ds import checkpoint as ckpt
+from fast_electra_ds import checkpointing as ckpt
 from tests.conftest import ROOT, run_train_single
 
 

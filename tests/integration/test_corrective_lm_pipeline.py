@@ -41,7 +41,7 @@ def test_clm_loss_falls_and_is_logged(clm_run):
 
 
 def test_head_is_partitioned_with_the_main_model(clm_run):
-    from fast_electra_ds.config import load_config
+    from fast_electra_ds.config.run_config import load_config
     from fast_electra_ds.methods import METHODS, TokenInfo
 
     config = load_config([str(clm_run / "config.yaml")])

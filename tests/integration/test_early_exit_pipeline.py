@@ -91,7 +91,7 @@ def test_early_exit_disc_trains_exports_and_logs_sections(disc_run):
 
 
 def consolidated(run, step):
-    from fast_electra_ds.export import consolidated_state_dict
+    from fast_electra_ds.export.exporter import consolidated_state_dict
 
     return consolidated_state_dict(run / "checkpoints" / f"step_{step:08d}")
 

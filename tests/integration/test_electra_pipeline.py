@@ -43,7 +43,7 @@ def test_both_losses_fall_and_every_metric_is_logged(electra_run):
 
 
 def test_zero3_partitions_generator_and_discriminator_together(electra_run):
-    from fast_electra_ds.config import load_config
+    from fast_electra_ds.config.run_config import load_config
     from fast_electra_ds.methods import METHODS, TokenInfo
 
     config = load_config([str(electra_run / "config.yaml")])
@@ -141,8 +141,8 @@ def test_deepspeeds_zero_to_fp32_finds_the_latest_checkpoint_and_matches_export(
     import subprocess
     import sys
 
-    from fast_electra_ds.export import consolidated_state_dict
-    from fast_electra_ds.checkpoint import resolve_checkpoint
+    from fast_electra_ds.export.exporter import consolidated_state_dict
+    from fast_electra_ds.checkpointing import resolve_checkpoint
 
     root = electra_run / "checkpoints"
     result = subprocess.run([sys.executable, str(root / "zero_to_fp32.py"), str(root), str(tmp_path / "fp32")], capture_output=True, text=True, timeout=300)

@@ -23,7 +23,7 @@ def test_wheel_install_carries_the_configs_and_trains(prepared, tmp_path):
     def run(*args):
         return subprocess.run([str(a) for a in args], cwd=elsewhere, env=cpu_env(), capture_output=True, text=True, timeout=300)
 
-    where = run(python, "-c", "import fast_electra_ds.shipped as s; print(s.__file__); print(*(s.shipped_dir(k) for k in s.SHIPPED))")
+    where = run(python, "-c", "import fast_electra_ds.config.shipped as s; print(s.__file__); print(*(s.shipped_dir(k) for k in s.SHIPPED))")
     module, *dirs = where.stdout.split()
     site = str(venv / "lib")
     assert module.startswith(site) and all(d.startswith(site) for d in dirs), where.stdout + where.stderr

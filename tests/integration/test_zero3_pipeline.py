@@ -158,7 +158,7 @@ def test_killed_rank_gives_one_line_error_and_resumable_checkpoints(prepared, au
     import subprocess
     import time
 
-    from fast_electra_ds.checkpoint import resolve_checkpoint
+    from fast_electra_ds.checkpointing import resolve_checkpoint
     from tests.conftest import cpu_env, free_port
 
     args = common(prepared, tmp_path, "method=fast", f"aux.path={aux_run / 'hf'}", "train.steps=100000", "train.save_every=3",

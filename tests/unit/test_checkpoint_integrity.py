@@ -2,15 +2,20 @@
 falling back from a damaged checkpoint to the newest intact one with one warning line, re-saves that
 swap rather than delete, RNG state without pickle, disk-full and missing-RNG errors in one line.
 The DeepSpeed engine is stood in for by one that writes files the way it names them."""
+import json
 import random
+import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
-from fast_electra_ds import checkpoint as ckpt
+from fast_electra_ds import checkpointing as ckpt
+from fast_electra_ds.checkpointing import rng
+from fast_electra_ds.checkpointing import save as saving
 from fast_electra_ds.errors import UserError
 from tests.conftest import ROOT
 
@@ -26,13 +31,6 @@ def world_of_one(tmp_path_factory):
     dist.destroy_process_group()
 
 
-@pytest.fixture(autouse=True)
-def exact_resume():
-    ckpt.allow_inexact_resume(False)
-    yield
-    ckpt.allow_inexact_resume(False)
-
-
 class FakeEngine:
     """Writes and reads a checkpoint's files under DeepSpeed's names."""
 
@@ -42,7 +40,7 @@ class FakeEngine:
 
     def save_checkpoint(self, save_dir, tag, client_state, save_latest):
         assert save_latest is False
-        directory = ckpt.Path(save_dir) / tag
+        directory = Path(save_dir) / tag
         directory.mkdir(parents=True, exist_ok=True)
         torch.save({"module": self.module.state_dict(), "trainer": client_state["trainer"]}, directory / "zero_pp_rank_0_mp_rank_00_model_states.pt")
         if self.fail_with is not None:
@@ -50,9 +48,9 @@ class FakeEngine:
         torch.save({"moments": torch.randn(256)}, directory / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt")
 
     def load_checkpoint(self, load_dir, tag):
-        states = torch.load(ckpt.Path(load_dir) / tag / "zero_pp_rank_0_mp_rank_00_model_states.pt", weights_only=True)
+        states = torch.load(Path(load_dir) / tag / "zero_pp_rank_0_mp_rank_00_model_states.pt", weights_only=True)
         self.module.load_state_dict(states["module"])
-        return str(ckpt.Path(load_dir) / tag), {"trainer": states["trainer"]}
+        return str(Path(load_dir) / tag), {"trainer": states["trainer"]}
 
 
 def save(engine, run, step, keep_last=5):
@@ -73,7 +71,7 @@ def test_each_checkpoint_has_manifests_a_complete_marker_and_deepspeeds_latest(r
     assert sorted(p.name for p in root.iterdir()) == ["latest", "step_00000003", "step_00000006", "step_00000009"]
     assert (root / "latest").read_text() == "step_00000009"
     newest = root / "step_00000009"
-    manifest = ckpt.json.loads((newest / "manifest_rank0.json").read_text())["files"]
+    manifest = json.loads((newest / "manifest_rank0.json").read_text())["files"]
     assert set(manifest) == {"zero_pp_rank_0_mp_rank_00_model_states.pt", "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt",
                              "rng_state_rank0.pt", "trainer_state.json"}
     assert manifest["trainer_state.json"]["size"] == (newest / "trainer_state.json").stat().st_size
@@ -136,9 +134,8 @@ def test_missing_rng_state_is_an_error_unless_inexact_resume_is_allowed(tmp_path
         ckpt.resolve_checkpoint(tmp_path)
     with pytest.raises(UserError, match="lacks rng_state_rank0.pt.*--allow-inexact-resume"):
         ckpt.load_checkpoint(engine, checkpoint)
-    ckpt.allow_inexact_resume(True)
-    assert ckpt.resolve_checkpoint(tmp_path) == checkpoint
-    assert ckpt.load_checkpoint(engine, checkpoint)["step"] == 3
+    assert ckpt.resolve_checkpoint(tmp_path, inexact=True) == checkpoint
+    assert ckpt.load_checkpoint(engine, checkpoint, inexact=True)["step"] == 3
 
 
 def test_a_resave_of_a_step_never_deletes_the_complete_one_first(run):
@@ -189,8 +186,8 @@ def test_disk_full_while_saving_is_one_line_naming_the_step_and_the_intact_check
 
 def test_too_little_free_space_is_refused_before_writing(run, monkeypatch):
     run, engine = run
-    usage = ckpt.shutil.disk_usage(run)
-    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: usage._replace(free=1000))
+    usage = shutil.disk_usage(run)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1000))
     with pytest.raises(UserError, match="not enough free space for checkpoint step_00000012.*MiB free.*step_00000009"):
         save(engine, run, 12)
     assert not list(ckpt.checkpoint_root(run).glob("step_00000012*"))
@@ -198,10 +195,10 @@ def test_too_little_free_space_is_refused_before_writing(run, monkeypatch):
 
 def test_rng_state_round_trips_without_pickle(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    torch.save(ckpt._rng_state(), tmp_path / "rng.pt")
+    torch.save(rng.rng_state(), tmp_path / "rng.pt")
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    ckpt._set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))  # tensors and plain values only
+    rng.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))  # tensors and plain values only
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
@@ -210,7 +207,7 @@ def test_rng_state_of_older_checkpoints_still_loads(tmp_path):
     random.seed(1), np.random.seed(2), torch.manual_seed(3)
     torch.save({"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}, tmp_path / "old.pt")
     expected = (random.random(), np.random.rand())
-    ckpt._set_rng_state(ckpt._load_rng_file(tmp_path / "old.pt"))
+    rng.set_rng_state(rng.load_rng_file(tmp_path / "old.pt"))
     assert (random.random(), np.random.rand()) == expected
 
 
@@ -226,13 +223,13 @@ class Payload:
         self.marker = str(marker)
 
     def __reduce__(self):
-        return (ckpt.Path.write_text, (ckpt.Path(self.marker), "code ran"))
+        return (Path.write_text, (Path(self.marker), "code ran"))
 
 
 def test_deepspeeds_own_loads_never_unpickle_a_hostile_checkpoint(tmp_path):
     """export (DeepSpeed's zero_to_fp32 reader) on a checkpoint whose files carry a payload: refused in
     one line, the payload never runs."""
-    from fast_electra_ds.export import consolidated_state_dict
+    from fast_electra_ds.export.exporter import consolidated_state_dict
 
     checkpoint = tmp_path / "checkpoints" / "step_00000001"
     checkpoint.mkdir(parents=True)
@@ -261,9 +258,9 @@ def test_a_real_disk_full_while_saving_is_one_line(small_disk, monkeypatch):
     engine = FakeEngine()
     engine.module = torch.nn.Linear(300, 300)  # 360 KB of weights
     save(engine, small_disk, 1)
-    filler = ckpt.shutil.disk_usage(small_disk).free - 100_000  # the disk fills up (another program's output)
+    filler = shutil.disk_usage(small_disk).free - 100_000  # the disk fills up (another program's output)
     (small_disk / "filler").write_bytes(b"\0" * filler)
-    monkeypatch.setattr(ckpt, "check_free_space", lambda engine, root, step: None)
+    monkeypatch.setattr(saving, "check_free_space", lambda engine, root, step: None)
     with pytest.raises(UserError) as raised:
         save(engine, small_disk, 2)
     assert "disk full while saving checkpoint step_00000002" in str(raised.value) and "step_00000001" in str(raised.value)

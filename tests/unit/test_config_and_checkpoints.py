@@ -1,11 +1,11 @@
 """Config merging and validation, DeepSpeed batch arithmetic, checkpoint discovery."""
 import pytest
 
-from fast_electra_ds import checkpoint as ckpt
-from fast_electra_ds.config import RunConfig, load_config
+from fast_electra_ds import checkpointing as ckpt
+from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.main import scaled_sizes
-from fast_electra_ds.ds_config import resolve_ds_config
+from fast_electra_ds.config.ds_config import resolve_ds_config
 
 
 def test_yaml_then_overrides(tmp_path):

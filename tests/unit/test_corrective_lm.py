@@ -7,7 +7,7 @@ import torch
 from transformers import ElectraForMaskedLM
 
 from fast_electra_ds.accounting.flops import mlm_head_flops, training_flops
-from fast_electra_ds.config import RunConfig
+from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.corrective_lm import CorrectiveLMHead, masked_lm_view
 from fast_electra_ds.models.main import electra_config, scaled_sizes

@@ -1,10 +1,10 @@
 """Device binding and the Adam choice: the decisions made on a GPU cluster, checked on CPU."""
 import pytest
 
-from fast_electra_ds import device
-from fast_electra_ds.config import RunConfig
-from fast_electra_ds.device import adam_params, cuda_ordinal, visible_gpu_count
-from fast_electra_ds.ds_config import resolve_ds_config
+from fast_electra_ds.runtime import device
+from fast_electra_ds.config.run_config import RunConfig
+from fast_electra_ds.runtime.device import adam_params, cuda_ordinal, visible_gpu_count
+from fast_electra_ds.config.ds_config import resolve_ds_config
 from fast_electra_ds.errors import UserError
 
 
@@ -41,7 +41,7 @@ def test_resolved_config_on_cuda_builds_torch_fused_adamw(monkeypatch):
     into torch.optim.AdamW, every other param is a keyword of it."""
     import torch
 
-    monkeypatch.setattr("fast_electra_ds.ds_config.prebuilt_fused_adam", lambda: False)
+    monkeypatch.setattr("fast_electra_ds.config.ds_config.prebuilt_fused_adam", lambda: False)
     ds = {"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}}}
     params = dict(resolve_ds_config(ds, 1, RunConfig(), on_cuda=True)["optimizer"]["params"])
     assert params.pop("torch_adam") is True and params["fused"] is True

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fast_electra_ds.config import load_config
+from fast_electra_ds.config.run_config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.early_exit import run_layers
 from fast_electra_ds.methods import METHODS, StepContext

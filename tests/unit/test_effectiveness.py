@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import effectiveness as eff  # noqa: E402
-from fast_electra_ds.config import load_config  # noqa: E402
+from fast_electra_ds.config.run_config import load_config  # noqa: E402
 from fast_electra_ds.errors import UserError  # noqa: E402
 from fast_electra_ds.methods import METHODS, TokenInfo  # noqa: E402
 

@@ -4,7 +4,7 @@ the pull loss's gradient, the [V, k] table refresh and its resume, embeddings_fr
 import pytest
 import torch
 
-from fast_electra_ds.config import load_config
+from fast_electra_ds.config.run_config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.embedding_generator import embedding_pull_loss, nearest_neighbours
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo

@@ -10,7 +10,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.engine_throughput import MAIN_ONLY, add_ratios, main_only_inputs  # noqa: E402
-from fast_electra_ds.config import RunConfig  # noqa: E402
+from fast_electra_ds.config.run_config import RunConfig  # noqa: E402
 
 
 @pytest.mark.parametrize("corrective_lm", [False, True])

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from fast_electra_ds.errors import UserError
-from fast_electra_ds.export import EXPORT_MARKER, check_out_dir, install_export
+from fast_electra_ds.export.exporter import EXPORT_MARKER, check_out_dir, install_export
 from tests.conftest import run_cli
 
 

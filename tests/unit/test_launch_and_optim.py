@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from fast_electra_ds.config import load_config, load_ds_config
-from fast_electra_ds.ds_config import resolve_ds_config
+from fast_electra_ds.config.run_config import load_config, load_ds_config
+from fast_electra_ds.config.ds_config import resolve_ds_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.train import parse_args
 from tests.conftest import ROOT, cpu_env

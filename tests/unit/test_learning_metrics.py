@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from fast_electra_ds.data.dataset import validation_split
 from fast_electra_ds.metrics.learning import TokenOnlyDetector, auc_from_histogram, binary_entropy, rtd_statistics
 from fast_electra_ds.metrics.tracker import MetricSums, TrainingMetrics
-from fast_electra_ds.objectives import rtd_loss
+from fast_electra_ds.models.objectives import rtd_loss
 from fast_electra_ds.methods.base import NO_DECAY, weight_decay_groups
 
 VOCAB = 50

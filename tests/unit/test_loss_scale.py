@@ -2,7 +2,7 @@
 DeepSpeed's _take_model_step does (global_steps advances, lr scheduler and skipped_steps as below)."""
 import math
 
-from fast_electra_ds.loss_scale import end_applied_step, schedule_clock
+from fast_electra_ds.training.loss_scale import end_applied_step, schedule_clock
 from fast_electra_ds.methods import StepContext
 from fast_electra_ds.methods.curriculum import temperature
 

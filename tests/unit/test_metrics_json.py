@@ -6,7 +6,7 @@ import math
 import pytest
 
 from fast_electra_ds.metrics.logger import RunLogger, read_metrics
-from fast_electra_ds.model_card import final_metrics
+from fast_electra_ds.export.model_card import final_metrics
 
 
 def refuse_constants(name):

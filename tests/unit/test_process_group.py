@@ -1,7 +1,7 @@
 """process_group.free_port: ports for the launcher's rendezvous."""
 import socket
 
-from fast_electra_ds.process_group import ephemeral_port_floor, free_port
+from fast_electra_ds.runtime.process_group import ephemeral_port_floor, free_port
 
 
 def test_free_port_is_bindable_and_below_the_ephemeral_range():

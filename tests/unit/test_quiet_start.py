@@ -9,7 +9,7 @@ import textwrap
 
 import torch
 
-from fast_electra_ds.process_group import SCHEDULER_NOT_STARTED, scheduler_built_quietly
+from fast_electra_ds.runtime.process_group import SCHEDULER_NOT_STARTED, scheduler_built_quietly
 from tests.conftest import ROOT, cpu_env
 
 # A real op through DeepSpeed's builder and torch's JIT compiler, small enough to compile in seconds.
@@ -17,7 +17,7 @@ BUILD = textwrap.dedent('''
     import sys
     from pathlib import Path
     from deepspeed.ops.op_builder.cpu.builder import CPUOpBuilder
-    from fast_electra_ds.process_group import explain_op_builds
+    from fast_electra_ds.runtime.process_group import explain_op_builds
 
     source = Path(sys.argv[1])
     if not source.exists():  # rewritten, it would be compiled again

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from fast_electra_ds import run_lock
+from fast_electra_ds.runtime import run_lock
 from fast_electra_ds.errors import UserError
-from fast_electra_ds.resources import check_out_dir_writable
+from fast_electra_ds.runtime.resources import check_out_dir_writable
 from tests.conftest import ROOT, run_train_single
 
 # --- train.out_dir writable ------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_release_leaves_another_jobs_lock_alone(tmp_path):
 RANK = textwrap.dedent("""
     import signal, sys, time
     from pathlib import Path
-    from fast_electra_ds.launcher_death import die_with_launcher
+    from fast_electra_ds.runtime.launcher_death import die_with_launcher
     out = Path(sys.argv[1])
     signal.signal(signal.SIGTERM, lambda *_: (out.write_text("SIGTERM"), sys.exit(0)))  # the trainer checkpoints here
     watched = die_with_launcher()

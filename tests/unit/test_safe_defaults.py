@@ -6,8 +6,8 @@ import sys
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fast_electra_ds.config import RunConfig, load_config
-from fast_electra_ds.trainer import SaveClock, StopSignal
+from fast_electra_ds.config.run_config import RunConfig, load_config
+from fast_electra_ds.training.trainer import SaveClock, StopSignal
 from tests.conftest import ROOT, cpu_env, free_port
 
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from fast_electra_ds.models.pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
 from fast_electra_ds.models.vocab_loss import chunked_mlm_loss, copy_mechanism_scores, vocab_log_probs
-from fast_electra_ds.objectives import mlm_loss
+from fast_electra_ds.models.objectives import mlm_loss
 from fast_electra_ds.models.sampling import sample_and_argmax
 
 ROWS, EMBED, VOCAB = 37, 16, 301

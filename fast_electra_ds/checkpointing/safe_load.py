@@ -10,7 +10,7 @@ from typing import Iterator
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def deepspeed_checkpoint_classes() -> list:

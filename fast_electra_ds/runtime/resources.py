@@ -6,7 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def check_out_dir_writable(out_dir: str | Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .methods import Method, StepContext
+from ..methods import Method, StepContext
 
 
 def schedule_clock(engine: Any, step: int, total_steps: int) -> tuple[int, float]:

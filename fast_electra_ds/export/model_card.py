@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from .data.tokenizer import save_tokenizer_for_model
-from .metrics.logger import read_metrics
+from ..data.tokenizer import save_tokenizer_for_model
+from ..metrics.logger import read_metrics
 
 
 def finish_model_dir(target: Path, model, tokenizer, run_dir: Path, checkpoint: Path) -> None:
@@ -35,7 +35,7 @@ def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
 
 
 def method_summary(method: str) -> str:
-    from .methods import METHODS
+    from ..methods import METHODS
 
     cls = METHODS.get(method)
     doc = (sys.modules[cls.__module__].__doc__ or "") if cls else ""

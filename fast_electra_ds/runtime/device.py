@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 def visible_gpu_count(cuda_visible_devices: str | None, device_count: int) -> int:

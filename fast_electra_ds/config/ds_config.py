@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .config import OptimConfig, RunConfig
-from .device import adam_params, prebuilt_fused_adam
-from .errors import UserError
+from .run_config import OptimConfig, RunConfig
+from ..runtime.device import adam_params, prebuilt_fused_adam
+from ..errors import UserError
 
 
 BATCH_KEYS = {"micro_batch": "train_micro_batch_size_per_gpu", "grad_accum": "gradient_accumulation_steps", "global_batch": "train_batch_size"}

@@ -11,7 +11,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 # DeepSpeed 0.19 calls torch.distributed.all_gather_into_tensor / reduce_scatter_tensor, which torch
 # marks deprecated with a FutureWarning; ZeRO-3 calls them every step and the warning reappeared on

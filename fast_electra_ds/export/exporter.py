@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint as ckpt
-from .config import load_config
-from .data.tokenizer import load_tokenizer
-from .errors import UserError, check_writable, writing_to
-from .safe_load import weights_only_loads
+from .. import checkpointing as ckpt
+from ..config.run_config import load_config
+from ..data.tokenizer import load_tokenizer
+from ..errors import UserError, check_writable, writing_to
+from ..checkpointing.safe_load import weights_only_loads
 from .model_card import finish_model_dir
-from .methods import METHODS, TokenInfo
+from ..methods import METHODS, TokenInfo
 
 
 def consolidated_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:

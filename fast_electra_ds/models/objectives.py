@@ -1,15 +1,12 @@
-"""Losses and their metrics. Metrics are (numerator, denominator) pairs so the trainer can sum them
-over micro-batches and ranks and divide once: exact averages whatever the token counts."""
+"""Losses and their metrics (metrics.pairs: (numerator, denominator) pairs summed over micro-batches
+and ranks, then divided once)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-Metrics = dict[str, tuple[torch.Tensor, torch.Tensor]]
-
-
-def ratio(numerator: torch.Tensor, denominator: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
-    return numerator.detach().float(), torch.as_tensor(denominator, dtype=torch.float32, device=numerator.device)
+from ..metrics.learning import rtd_statistics
+from ..metrics.pairs import Metrics, ratio
 
 
 def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: torch.Tensor,
@@ -19,8 +16,6 @@ def rtd_loss(logits: torch.Tensor, is_replaced: torch.Tensor, attention_mask: to
     token, or only over `positions` when given (the "ELECTRA 15%" ablation). The metrics include the
     learning statistics of metrics/learning.py; with the observed `input_ids` (and the vocabulary
     size) also the per-token counts behind the context gain."""
-    from .metrics.learning import rtd_statistics
-
     counted = attention_mask.bool() if positions is None else positions & attention_mask.bool()
     # Weighted by the counted-token mask, not gathered by it: no data-dependent shapes, so no host
     # sync on a GPU and no graph break under torch.compile.

@@ -14,22 +14,22 @@ import deepspeed
 import torch
 import torch.distributed as dist
 
-from . import checkpoint as ckpt
+from .. import checkpointing as ckpt
 from .compile import compile_blocks
-from .config import RunConfig, save_config
-from .data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
-from .data.prefetch import Prefetcher
-from .data.tokenizer import load_tokenizer
-from .device import bind_device
-from .ds_config import resolve_ds_config
-from .errors import UserError
-from .metrics.logger import RunLogger, place_monitor_outputs
-from .metrics.tracker import TrainingMetrics
-from .metrics.validation import Validator
+from ..config.run_config import RunConfig, save_config
+from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from ..data.prefetch import Prefetcher
+from ..data.tokenizer import load_tokenizer
+from ..runtime.device import bind_device
+from ..config.ds_config import resolve_ds_config
+from ..errors import UserError
+from ..metrics.logger import RunLogger, place_monitor_outputs
+from ..metrics.tracker import TrainingMetrics
+from ..metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
-from .models.main import is_partitioned, local_and_total_numel
-from .process_group import scheduler_built_quietly
-from .methods import METHODS, Method, StepContext, TokenInfo
+from ..models.main import is_partitioned, local_and_total_numel
+from ..runtime.process_group import scheduler_built_quietly
+from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
 
@@ -107,7 +107,7 @@ class TrainerState:
 # --- the run ------------------------------------------------------------------------------------------
 
 class Trainer:
-    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False):
+    def __init__(self, config: RunConfig, ds_config: dict[str, Any], resume: bool = False, allow_inexact_resume: bool = False):
         self.config = config
         self.run_dir = Path(config.train.out_dir)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -123,7 +123,8 @@ class Trainer:
             raise UserError(f"data.seq_len {config.data.seq_len} exceeds model.max_position_embeddings {config.model.max_position_embeddings}", "lower data.seq_len or raise model.max_position_embeddings")
         ids = self.dataset.special_ids
         self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
-                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint)
+                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
+                                unigram_entropy=self.dataset.unigram_entropy())
         if config.method not in METHODS:
             raise UserError(f"unknown method {config.method!r}", f"use one of {', '.join(sorted(METHODS))}")
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
@@ -132,7 +133,7 @@ class Trainer:
 
         checkpoint = None
         if resume:
-            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True)  # every rank verifies its share of the files
+            checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True, inexact=allow_inexact_resume)  # every rank verifies its share of the files
             saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
             if saved_method != config.method:
                 raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
@@ -150,13 +151,13 @@ class Trainer:
             self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
-        self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.dataset.unigram_entropy())
+        self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.tokens.unigram_entropy)
         self.validator = Validator(self.dataset, val_indices, self.micro_batch, self.rank, self.world_size, config.train.seed,
                                    self.device, step_generator)
 
         self.state = TrainerState()
         if checkpoint is not None:
-            saved = ckpt.load_checkpoint(self.engine, checkpoint)
+            saved = ckpt.load_checkpoint(self.engine, checkpoint, inexact=allow_inexact_resume)
             self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
             self.method.load_state_dict(self.state.method_state or {})
             self.metrics.load_state_dict(saved.get("metrics_state"))

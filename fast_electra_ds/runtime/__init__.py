@@ -1,0 +1,3 @@
+"""What a rank needs from its machine and launcher, below any training logic: the device it binds
+(device), the process group and free ports (process_group), dying with its launcher (launcher_death),
+the one-run-per-directory lock (run_lock) and the disk and directory checks (resources)."""
