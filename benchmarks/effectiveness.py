@@ -53,6 +53,7 @@ from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flo
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError, run_guarded
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
+from fast_electra_ds.metrics.logger import read_metrics
 from fast_electra_ds.runtime.process_group import free_port
 from fast_electra_ds.models.main import electra_config, scaled_sizes
 
@@ -269,7 +270,7 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
     finally:
         save_wall_time()
     wall = earlier + time.time() - started
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = read_metrics(out / "metrics.jsonl")
     validated = [r for r in metrics if any(k.startswith("val_") for k in r)]
     return finish(settings.work, stage, {"method": method, "steps": steps, "wall_time_s": wall, "hf": str(out / "hf"),
                                          "first": metrics[0], "last": metrics[-1], "last_validation": validated[-1] if validated else None})
@@ -441,7 +442,7 @@ def unigram_entropy(settings: Settings) -> float | None:
 
 def run_metrics(settings: Settings, stage: str) -> list[dict]:
     path = settings.work / stage / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return read_metrics(path) if path.is_file() else []
 
 
 def robustness_verdict(high: dict, default: dict | None) -> dict:

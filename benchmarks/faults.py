@@ -39,6 +39,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, markdown_table, publish  # noqa: E402
+from fast_electra_ds.metrics.logger import read_metrics  # noqa: E402
 from fast_electra_ds.runtime.process_group import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ class Bench:
     @staticmethod
     def metrics(out: Path) -> dict[int, dict]:
         path = out / "metrics.jsonl"
-        return {r["step"]: r for r in map(json.loads, filter(None, path.read_text().splitlines()))} if path.exists() else {}
+        return {r["step"]: r for r in read_metrics(path)} if path.exists() else {}
 
     @staticmethod
     def processes(out: Path) -> list[str]:

@@ -49,7 +49,11 @@ def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
 
 
 def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .config.run_config import TrainConfig
+
+    defaults = (f"Defaults: {TrainConfig().safety_summary()} (train.save_every, train.save_every_minutes, "
+                f"train.keep_last, train.eval_every; 0 turns a rule off).")
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__, epilog=defaults, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ds_config", "--deepspeed_config", dest="ds_config", required=True,
                         help="DeepSpeed JSON (batch sizes, precision, ZeRO, optimizer, scheduler): a file or a shipped name, e.g. zero3.json")
     parser.add_argument("--config", action="append", default=[], help="YAML preset(s), merged in order: files or shipped names, e.g. tiny.yaml")
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from .runtime.resources import check_out_dir_writable
     from .runtime.run_lock import hold_run_lock
     from .config.run_config import load_config, load_ds_config
-    from .runtime.process_group import init_process_group, quiet_known_warnings
+    from .runtime.process_group import explain_op_builds, init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     _single_process_defaults()
     started = time.time()
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
+    explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
     init_process_group()  # a taken MASTER_PORT is one line naming a free one
     try:
         unlink_shm_allreduce_buffer()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from fast_electra_ds.metrics.logger import read_metrics  # noqa: E402
 from fast_electra_ds.runtime.process_group import RENDEZVOUS_VARIABLES  # noqa: E402
 
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
@@ -82,12 +83,12 @@ class Runs:
 
 
 def losses(run_dir: Path) -> dict[int, float]:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    records = read_metrics(run_dir / "metrics.jsonl")
     return {r["step"]: r["loss"] for r in records if "loss" in r}
 
 
 def records(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line and '"loss"' in line]
+    return [r for r in read_metrics(run_dir / "metrics.jsonl") if "loss" in r]
 
 
 def check_fast_run(runs: Runs, aux: Path, ranks: int, device: str) -> dict:

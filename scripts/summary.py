@@ -1,12 +1,12 @@
 """Print a short summary of a finished run: loss and accuracy at start and end, speed, memory,
 and a check that the exported model loads in transformers."""
 import argparse
-import json
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForPreTraining, AutoTokenizer
 
+from fast_electra_ds.metrics.logger import read_metrics
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # nats: the bar for "learned context"
 
 PRIOR_GAP_NOISE = 0.005  # nats: below this, no better than the base rate
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--wall-time", type=float, default=None)
     args = parser.parse_args()
     run = Path(args.run_dir)
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line]
+    records = read_metrics(run / "metrics.jsonl")
     first, last = records[0], records[-1]
     steady = [r for r in records[1:]] or records
     median = lambda key: sorted(r[key] for r in steady)[len(steady) // 2]

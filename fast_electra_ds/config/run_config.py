@@ -185,13 +185,20 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The run's layout and safety net. By default a run checkpoints every 1000 steps or every 30
+    minutes of wall time, whichever comes first, keeps the newest 2, and validates every 1000 steps:
+    a crash loses at most 30 minutes, as HF Trainer's save-every-500-steps default intends."""
+
     out_dir: str = "runs/default"
     steps: int = 100  # optimizer steps
     seed: int = 1234
     log_every: int = 1
-    save_every: int = 0  # 0: only at the end
+    # Checkpoints: every `save_every` steps or every `save_every_minutes` of wall time, whichever
+    # comes first, and always at the end (0 turns either rule off); the newest `keep_last` are kept.
+    save_every: int = 1000
+    save_every_minutes: float = 30.0
     keep_last: int = 2
-    eval_every: int = 0  # validation every N steps (metrics val_*); always at the last step; 0: only there
+    eval_every: int = 1000  # validation every N steps (metrics val_*); always at the last step; 0: only there
     progress: str = "auto"  # console: "bar" (tqdm), "lines" (one line per log step), "auto" (bar on a terminal)
     stop_after: int = 0  # stop (with a checkpoint) after this many steps this session; 0: run to `steps`
     export: bool = True  # write <out_dir>/hf at the end
@@ -200,6 +207,16 @@ class TrainConfig:
     # the last `skipped_window` steps stops the run; 1 never stops on skips (a non-finite loss still does).
     max_skipped_share: float = 0.5
     skipped_window: int = 20
+
+    def safety_summary(self) -> str:
+        """How often the run checkpoints and validates, in words (the run's start line and `--help`)."""
+        rules = [f"every {self.save_every} steps"] if self.save_every else []
+        rules += [f"every {self.save_every_minutes:g} minutes of wall time"] if self.save_every_minutes else []
+        saves = (" or ".join(rules) + ", whichever comes first, and " if len(rules) == 2 else
+                 rules[0] + " and " if rules else "") + "at the end"
+        kept = f"the newest {self.keep_last} kept" if self.keep_last > 0 else "all kept"
+        checks = f"every {self.eval_every} steps and at the last step" if self.eval_every else "at the last step"
+        return f"checkpoints {saves} ({kept}); validation {checks}"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, check_writable, writing_to
 from .text import iter_documents
 from .tokenizer import load_tokenizer, special_token_ids, tokenizer_fingerprint
 
@@ -193,6 +193,7 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
         raise UserError(f"shard_tokens must be positive, got {shard_tokens}", "pass a positive shard size")
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
+    check_writable(out_dir, "--out")
 
     tokenizer = load_tokenizer(tokenizer_dir)  # validates the directory in the parent
     vocab_size = len(tokenizer)
@@ -268,8 +269,9 @@ def cli(argv: list[str]) -> int:
                         help=f"refuse input whose decoded characters are more than F undecodable bytes or control characters (default: {MAX_NON_TEXT_FRACTION})")
     args = parser.parse_args(argv)
 
-    meta = prepare(args.input, args.tokenizer, args.out, workers=args.workers, text_field=args.text_field,
-                   overwrite=args.overwrite, progress=sys.stderr.isatty(), max_non_text_fraction=args.max_non_text_fraction)
+    with writing_to(args.out):
+        meta = prepare(args.input, args.tokenizer, args.out, workers=args.workers, text_field=args.text_field,
+                       overwrite=args.overwrite, progress=sys.stderr.isatty(), max_non_text_fraction=args.max_non_text_fraction)
     seconds = max(meta["seconds"], 1e-9)
     undecodable = f", {meta['undecodable_lines']} lines with undecodable bytes replaced" if meta["undecodable_lines"] else ""
     print(f"prepared {args.out}: {meta['num_documents']} documents, {meta['num_tokens']} tokens, "

@@ -17,7 +17,7 @@ import re
 import time
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, check_writable, writing_to
 from .text import iter_documents
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4 in our tokenizers
@@ -143,6 +143,10 @@ def train_tokenizer(input_files, out_dir, vocab_size: int = 8000, text_field: st
     input_files = [Path(p) for p in ([input_files] if isinstance(input_files, (str, Path)) else input_files)]
     if not input_files:
         raise UserError("no input files given", "pass --input FILE [FILE ...]")
+    for path in input_files:
+        if not path.is_file():
+            raise UserError(f"input file {path} does not exist" if not path.exists() else f"input {path} is not a file", "check the --input path")
+    check_writable(out_dir, "--out")  # before the training, which can take a while
 
     sentences, _ = _sample_sentences(input_files, text_field, stats={})
     model_proto = _train_sentencepiece(sentences, vocab_size, model_type)
@@ -224,7 +228,8 @@ def cli(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    out_dir = train_tokenizer(args.input, args.out, vocab_size=args.vocab_size, text_field=args.text_field)
+    with writing_to(args.out):
+        out_dir = train_tokenizer(args.input, args.out, vocab_size=args.vocab_size, text_field=args.text_field)
     tokenizer = load_tokenizer(out_dir)
     print(f"tokenizer: {len(tokenizer)} tokens, fingerprint {tokenizer_fingerprint(tokenizer)}, "
           f"saved to {out_dir} in {time.perf_counter() - started:.1f}s")

@@ -14,7 +14,7 @@ import torch
 from .. import checkpointing as ckpt
 from ..config.run_config import load_config
 from ..data.tokenizer import load_tokenizer
-from ..errors import UserError
+from ..errors import UserError, check_writable, writing_to
 from ..checkpointing.safe_load import weights_only_loads
 from .model_card import finish_model_dir
 from ..methods import METHODS, TokenInfo
@@ -99,7 +99,10 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwri
     checkpoint carries probe logits of the trained engine, the largest absolute difference of the
     exported models' logits from them."""
     out_dir = Path(out_dir)
+    if not Path(source).exists():
+        raise UserError(f"export source {source} does not exist", "pass a run directory (train.out_dir) or one of its checkpoints/step_* directories")
     check_out_dir(out_dir, overwrite)  # before the work
+    check_writable(out_dir, "export target")
     checkpoint = ckpt.resolve_checkpoint(source)
     run_dir = checkpoint.parent.parent
     for name in ("config.yaml", "tokens.json", "tokenizer"):
@@ -152,7 +155,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("out_dir", help="where to write the Hugging Face model directory (absent or empty)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it holds an earlier export (and nothing else)")
     args = parser.parse_args(argv)
-    differences = export(args.source, args.out_dir, overwrite=args.overwrite)
+    with writing_to(args.out_dir):
+        differences = export(args.source, args.out_dir, overwrite=args.overwrite)
     check = ", ".join(f"{name}: max |logit - engine| = {diff:.3g}" for name, diff in differences.items())
     print(f"exported {args.source} -> {args.out_dir}" + (f" ({check})" if check else ""))
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ..data.tokenizer import save_tokenizer_for_model
+from ..metrics.logger import read_metrics
 
 
 def finish_model_dir(target: Path, model, tokenizer, run_dir: Path, checkpoint: Path) -> None:
@@ -20,17 +21,12 @@ def finish_model_dir(target: Path, model, tokenizer, run_dir: Path, checkpoint: 
 
 
 def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
-    """Each metric's last logged value and its step (validation metrics may be logged less often)."""
+    """Each metric's last logged value and its step (validation metrics may be logged less often);
+    an undefined value (`null`) is NaN."""
     latest: dict[str, tuple[int, float]] = {}
     if not metrics_file.is_file():
         return latest
-    for line in metrics_file.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if not isinstance(record, dict):
-            continue
+    for record in read_metrics(metrics_file):
         step = record.get("step")
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import writing_to
 from .recipes import Recipe
 from .tasks import GLUE_TASKS
 
@@ -54,12 +55,13 @@ def cli(argv: list[str]) -> int:
 
     kwargs = dict(max_train_examples=args.max_train_examples, max_dev_examples=args.max_dev_examples,
                   progress=not args.no_progress, save=args.save_model, init=args.init)
-    if len(args.tasks) == 1:
-        summary = run(args.model, args.tasks[0], args.data, args.out, args.seeds, args.recipe, args.overrides, **kwargs)
-        print(f"{summary['task']}: {summary['metric']} median {summary['main_median']:.4f} over seeds {summary['seeds']} "
-              f"(majority baseline {summary['majority_baseline']:.4f}); {args.out}/{summary['task']}/summary.md")
-    else:
-        combined = run_tasks(args.model, args.tasks, args.data, args.out, args.seeds, args.recipe, args.overrides, **kwargs)
-        print(f"average {combined['average']:.4f} (GLUE convention {combined['glue_average']:.4f}) "
-              f"over {', '.join(combined['tasks'])}; {args.out}/summary.md")
+    with writing_to(args.out):
+        if len(args.tasks) == 1:
+            summary = run(args.model, args.tasks[0], args.data, args.out, args.seeds, args.recipe, args.overrides, **kwargs)
+            print(f"{summary['task']}: {summary['metric']} median {summary['main_median']:.4f} over seeds {summary['seeds']} "
+                  f"(majority baseline {summary['majority_baseline']:.4f}); {args.out}/{summary['task']}/summary.md")
+        else:
+            combined = run_tasks(args.model, args.tasks, args.data, args.out, args.seeds, args.recipe, args.overrides, **kwargs)
+            print(f"average {combined['average']:.4f} (GLUE convention {combined['glue_average']:.4f}) "
+                  f"over {', '.join(combined['tasks'])}; {args.out}/summary.md")
     return 0

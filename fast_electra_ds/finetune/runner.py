@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, check_writable
 from . import trainer
 from .recipes import make_recipe, size_for_hidden
 from .tasks import Split, Task, get_task, load_task_data, present_test_files, read_test_split
@@ -67,6 +67,20 @@ def write_submission(path: Path, ids: list[str], predictions, task: Task) -> Non
         values = [task.labels[int(p)] for p in predictions]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
+    os.replace(tmp, path)
+
+
+def write_dev_predictions(path: Path, split: Split, predictions, task: Task) -> None:
+    """Each dev example with its gold label and the prediction, in the order scored: `index` (the row
+    among the examples evaluated), the text(s), `label`, `prediction` (label strings; scores with 3
+    decimals for regression). The texts come from a TSV, so they hold no tab or newline."""
+    show = (lambda v: f"{float(v):.3f}") if task.is_regression else (lambda v: task.labels[int(v)])  # noqa: E731
+    texts = [split.text_a] if split.text_b is None else [split.text_a, split.text_b]
+    header = ["index", "text_a"] + (["text_b"] if split.text_b is not None else []) + ["label", "prediction"]
+    rows = ["\t".join([str(i), *(t[i] for t in texts), show(split.labels[i]), show(p)]) for i, p in enumerate(predictions)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\t".join(header) + "\n" + "".join(row + "\n" for row in rows))
     os.replace(tmp, path)
 
 
@@ -113,6 +127,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         raise UserError(f"init {init!r} is not one of {', '.join(trainer.INITS)}", "e.g. --init random")
     config = trainer.model_config(model_dir)
     task_spec = get_task(str(task), data_dir)
+    check_writable(out_dir, "--out")  # before hours of fine-tuning
     tokenizer = trainer.load_tokenizer(model_dir)
     hidden = int(getattr(config, "hidden_size", 768))
     the_recipe = make_recipe(recipe, hidden, task_spec.name, overrides)
@@ -120,7 +135,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     if max_positions and the_recipe.max_seq_len > max_positions:
         raise UserError(f"max_seq_len {the_recipe.max_seq_len} exceeds the model's {max_positions} positions",
                         f"--set max_seq_len={max_positions}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    collator = trainer.padding_collator(tokenizer, model_dir)
 
     train_split, dev_splits = load_task_data(task_spec)
     train_split = subset(train_split, max_train_examples)
@@ -138,9 +153,13 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     per_seed, per_seed_stats = {}, {}
     for seed in seeds:
         seed_started = time.perf_counter()
-        results, stats, model = trainer.train_one_seed(model_dir, task_spec, train, dev, pad_id, the_recipe, seed, progress,
-                                                       init=init, keep_best=save == "best")
+        results, stats, model, dev_predictions = trainer.train_one_seed(model_dir, task_spec, train, dev, collator, the_recipe, seed,
+                                                                        progress, init=init, keep_best=save == "best")
         seed_out = task_out / f"seed_{seed}"
+        for suffix, predictions in dev_predictions.items():
+            path = seed_out / (f"dev_predictions_{suffix}.tsv" if suffix else "dev_predictions.tsv")
+            write_dev_predictions(path, dev_splits[suffix], predictions, task_spec)
+            stats.setdefault("dev_predictions", []).append(str(path))
         if save != "none":
             which = f"best (epoch {stats['best_epoch']})" if save == "best" else "last"
             save_model(model, tokenizer, seed_out / "model", {"task": task_spec.name, "seed": seed, "saved": which,
@@ -148,7 +167,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
             stats["saved_model"], stats["saved"] = str(seed_out / "model"), which
         device, autocast = trainer.device_and_autocast()
         for suffix, (ids, encoded) in test.items():
-            predictions = trainer.predict(model, encoded, pad_id, the_recipe.eval_batch_size, task_spec.is_regression, device, autocast)
+            predictions = trainer.predict(model, encoded, collator, the_recipe.eval_batch_size, task_spec.is_regression, device, autocast)
             seed_out.mkdir(parents=True, exist_ok=True)
             write_submission(seed_out / task_spec.submission[suffix], ids, predictions, task_spec)
             stats.setdefault("test_predictions", []).append(str(seed_out / task_spec.submission[suffix]))
@@ -213,6 +232,8 @@ def task_markdown(summary: dict) -> str:
     for seed, stats in summary["per_seed_stats"].items():
         if "saved_model" in stats:
             lines.append(f"- seed {seed}: model ({stats['saved']}) in `{stats['saved_model']}`")
+        for path in stats.get("dev_predictions", []):
+            lines.append(f"- seed {seed}: dev-set predictions `{path}`")
         for path in stats.get("test_predictions", []):
             lines.append(f"- seed {seed}: test-set predictions `{path}`")
     lines.append("")

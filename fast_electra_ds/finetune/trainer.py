@@ -10,6 +10,9 @@ The optimizer is ELECTRA's (see recipes.py for the sources): AdamW with LayerNor
 from weight decay, linear warmup times linear decay to 0, gradient clipping, and layer-wise
 learning-rate decay as in ELECTRA's `_get_layer_lrs` (model/optimization.py): with n layers,
 embeddings get lr·d^(n+2), encoder layer i (0-based) lr·d^(n+1-i), the task head lr.
+The schedule stays ours: transformers' get_linear_schedule_with_warmup warms up and then decays
+from the peak, while ELECTRA multiplies a decay that starts at step 0 by the warmup (a lower peak:
+0.9·lr at 10% warmup). Seeding (set_seed) and padding (DataCollatorWithPadding) are transformers'.
 """
 from __future__ import annotations
 
@@ -77,16 +80,27 @@ def model_config(model_dir: Path):
 INITS = ("pretrained", "random")
 
 
-def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained"):
+def label_names(labels: tuple[str, ...] | None, num_labels: int) -> dict:
+    """`id2label` / `label2id` for the model's config, so a saved model (and a pipeline over it) says
+    the task's labels instead of LABEL_0, LABEL_1. Regression keeps transformers' default."""
+    if labels is None:
+        return {"num_labels": num_labels}
+    return {"num_labels": num_labels, "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained", labels: tuple[str, ...] | None = None):
     """AutoModelForSequenceClassification on the saved encoder; the task head is new (seeded by the
     caller). For an ElectraForPreTraining/ElectraForMaskedLM export the pre-training head is dropped.
-    init="random": the same architecture at random initialisation (the no-pre-training baseline)."""
+    init="random": the same architecture at random initialisation (the no-pre-training baseline).
+    `labels`: the task's label strings, in class-id order, for the config's id2label / label2id."""
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
+    names = label_names(labels, num_labels)
     if init == "random":
         config = model_config(model_dir)
-        config.num_labels = num_labels
+        for key, value in names.items():
+            setattr(config, key, value)
         return AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
@@ -94,8 +108,7 @@ def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained"):
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per seed says nothing
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            str(model_dir), num_labels=num_labels, local_files_only=True, trust_remote_code=False,
-            dtype=torch.float32)
+            str(model_dir), **names, local_files_only=True, trust_remote_code=False, dtype=torch.float32)
     except Exception as e:
         raise UserError(f"cannot load {model_dir} as a sequence classifier: {str(e).splitlines()[0]}",
                         "pass an encoder directory (ELECTRA, BERT, RoBERTa, ...) with its weights") from None
@@ -126,22 +139,20 @@ def encode(tokenizer, split: Split, max_seq_len: int, segment_ids: bool = True) 
     return Encoded(batch["input_ids"], batch.get("token_type_ids"), np.asarray(split.labels, dtype=dtype))
 
 
-def collate(encoded: Encoded, indices, pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
-    """Pad to the longest sequence of this batch (not max_seq_len): far fewer wasted positions."""
-    length = max(len(encoded.input_ids[i]) for i in indices)
-    input_ids = torch.full((len(indices), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(indices), length), dtype=torch.long)
-    token_type_ids = torch.zeros((len(indices), length), dtype=torch.long)
-    for row, i in enumerate(indices):
-        ids = encoded.input_ids[i]
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        attention_mask[row, : len(ids)] = 1
-        if encoded.token_type_ids is not None:
-            token_type_ids[row, : len(ids)] = torch.tensor(encoded.token_type_ids[i])
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if encoded.token_type_ids is not None:
-        batch["token_type_ids"] = token_type_ids
-    return {k: v.to(device) for k, v in batch.items()}
+def collate(collator, encoded: Encoded, indices, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch of `indices` through transformers' DataCollatorWithPadding: padded to the longest
+    sequence of the batch (not max_seq_len: far fewer wasted positions), with its attention mask."""
+    features = [{"input_ids": encoded.input_ids[i]} if encoded.token_type_ids is None else
+                {"input_ids": encoded.input_ids[i], "token_type_ids": encoded.token_type_ids[i]} for i in indices]
+    return {k: v.to(device) for k, v in collator(features).items()}
+
+
+def padding_collator(tokenizer, model_dir: Path):
+    from transformers import DataCollatorWithPadding
+
+    if tokenizer.pad_token_id is None:
+        raise UserError(f"the tokenizer in {model_dir} has no padding token", "pass an encoder whose tokenizer defines one (ELECTRA, BERT and RoBERTa do)")
+    return DataCollatorWithPadding(tokenizer, padding="longest", return_tensors="pt")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -192,16 +203,8 @@ def warmup_linear_decay(total_steps: int, warmup_fraction: float):
 # Training and evaluation
 
 
-def seed_everything(seed: int) -> None:
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 @torch.no_grad()
-def predict(model, encoded: Encoded, pad_id: int, batch_size: int, regression: bool,
+def predict(model, encoded: Encoded, collator, batch_size: int, regression: bool,
             device: torch.device, autocast: torch.dtype | None) -> np.ndarray:
     model.eval()
     # Evaluating in length order pads least; the predictions are put back in file order.
@@ -210,35 +213,39 @@ def predict(model, encoded: Encoded, pad_id: int, batch_size: int, regression: b
     for start in range(0, len(order), batch_size):
         indices = order[start:start + batch_size]
         with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            logits = model(**collate(encoded, indices, pad_id, device)).logits.float()
+            logits = model(**collate(collator, encoded, indices, device)).logits.float()
         out[indices] = (logits[:, 0] if regression else logits.argmax(-1)).cpu().numpy()
     return out
 
 
-def evaluate(model, task: Task, dev: dict[str, Encoded], pad_id: int, recipe: Recipe,
-             device: torch.device, autocast: torch.dtype | None) -> dict[str, float]:
+def evaluate(model, task: Task, dev: dict[str, Encoded], collator, recipe: Recipe,
+             device: torch.device, autocast: torch.dtype | None, predictions_out: dict | None = None) -> dict[str, float]:
+    """Every metric on every dev split; `predictions_out`, when given, receives each split's predictions."""
     results = {}
     positive = task.labels.index(task.positive_label) if task.positive_label is not None else 1
     for suffix, encoded in dev.items():
-        predictions = predict(model, encoded, pad_id, recipe.eval_batch_size, task.is_regression, device, autocast)
+        predictions = predict(model, encoded, collator, recipe.eval_batch_size, task.is_regression, device, autocast)
+        if predictions_out is not None:
+            predictions_out[suffix] = predictions
         for name, value in metric_functions.compute(task.metrics, predictions, encoded.labels, positive).items():
             results[f"{name}_{suffix}" if suffix else name] = value
     return results
 
 
-def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, Encoded], pad_id: int,
+def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, Encoded], collator,
                    recipe: Recipe, seed: int, progress: bool = True, init: str = "pretrained",
-                   keep_best: bool = False) -> tuple[dict[str, float], dict, torch.nn.Module]:
+                   keep_best: bool = False) -> tuple[dict[str, float], dict, torch.nn.Module, dict[str, np.ndarray]]:
     """Fine-tune a fresh copy of the model with `seed` (head initialisation, dropout, data order) and
     evaluate on every dev split at the end of training, as ELECTRA does. Returns (metrics, stats,
-    model). With `keep_best`, the dev sets are also evaluated after every epoch and the returned
+    model, each dev split's predictions at the end of training). With `keep_best`, the dev sets are also evaluated after every epoch and the returned
     model holds the weights of the epoch with the best main metric (the reported metrics stay those
     of the end of training, the papers' protocol; stats name the best epoch and its metrics)."""
     from tqdm.auto import tqdm
+    from transformers import set_seed
 
     device, autocast = device_and_autocast()
-    seed_everything(seed)
-    model = load_classifier(model_dir, task.num_labels, init).to(device)
+    set_seed(seed)  # Python, NumPy and torch (every device)
+    model = load_classifier(model_dir, task.num_labels, init, task.labels).to(device)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0))
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe, num_layers), lr=recipe.lr,
                                   betas=(0.9, 0.999), eps=recipe.adam_eps)
@@ -265,7 +272,7 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
                 break
             indices = batch_indices.tolist()
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                logits = model(**collate(train, indices, pad_id, device)).logits.float()
+                logits = model(**collate(collator, train, indices, device)).logits.float()
             target = labels[indices].to(device)
             if task.is_regression:
                 loss = torch.nn.functional.mse_loss(logits[:, 0], target)
@@ -283,16 +290,17 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
             if keep_best and step % steps_per_epoch == 0 and step < total_steps:
-                consider(step / steps_per_epoch, evaluate(model, task, dev, pad_id, recipe, device, autocast))
+                consider(step / steps_per_epoch, evaluate(model, task, dev, collator, recipe, device, autocast))
                 model.train()
     bar.close()
-    results = evaluate(model, task, dev, pad_id, recipe, device, autocast)
+    dev_predictions: dict[str, np.ndarray] = {}
+    results = evaluate(model, task, dev, collator, recipe, device, autocast, dev_predictions)
     stats = {"steps": total_steps, "final_train_loss": float(np.mean(losses[-max(1, steps_per_epoch // 10):]))}
     if keep_best:
         consider(round(total_steps / steps_per_epoch, 3), results)
         model.load_state_dict(best["state"])
         stats.update(best_epoch=best["epoch"], best_metrics=best["metrics"])
-    return results, stats, model
+    return results, stats, model, dev_predictions
 
 
 def majority_baseline(task: Task, train_labels: np.ndarray, dev: dict[str, Encoded]) -> dict[str, float]:

@@ -29,6 +29,40 @@ def place_monitor_outputs(ds_config: dict[str, Any], run_dir: Path) -> dict[str,
     return ds_config
 
 
+def strict(value: Any) -> Any:
+    """NaN and infinities (a metric undefined in a window, a loss that overflowed) as None: JSON has no
+    NaN, and strict readers (jq, JavaScript, many JSON libraries) refuse the bare `NaN` Python writes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def metrics_line(record: dict[str, Any]) -> str:
+    """One line of metrics.jsonl: strict JSON, `null` for an undefined value."""
+    return json.dumps(strict(record), allow_nan=False) + "\n"
+
+
+def read_metrics(path: Path, undefined: Any = float("nan")) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, `null` read back as `undefined` (NaN by default, so arithmetic
+    and formatting treat it as before); a last line cut by a crash is skipped. Also reads files written
+    with bare NaN by earlier versions."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append({k: undefined if v is None else v for k, v in record.items()})
+    return records
+
+
 def format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -80,7 +114,7 @@ class RunLogger:
             return
         record = {"step": step, "samples": samples, **values}
         with self.metrics_file.open("a") as out:
-            out.write(json.dumps(record) + "\n")
+            out.write(metrics_line(record))
         if self.monitor is not None:
             events = [(f"val/{name[4:]}" if name.startswith("val_") else f"train/{name}", float(v), samples)
                       for name, v in {"step": step, **values}.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]

@@ -1,7 +1,9 @@
 """Starting the process group quietly and with an actionable error: DeepSpeed's collectives warn on
-every call, and a taken rendezvous port is one line that says which port to pass instead."""
+every call, a first start compiles DeepSpeed ops without a word (said here, with the time it took),
+and a taken rendezvous port is one line that says which port to pass instead."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import socket
@@ -24,6 +26,65 @@ DEEPSPEED_DEPRECATED_COLLECTIVES = r"`torch\.distributed\.(all_gather_into_tenso
 
 def quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=DEEPSPEED_DEPRECATED_COLLECTIVES, category=FutureWarning)
+
+
+SCHEDULER_NOT_STARTED = "Attempting to get learning rate from scheduler before it has started"
+
+
+@contextlib.contextmanager
+def scheduler_built_quietly():
+    """DeepSpeed's WarmupLR and WarmupDecayLR constructors (runtime/lr_schedules.py) set the first
+    learning rate by calling their own get_lr() before their first step, which then warns that the
+    scheduler has not started: every run, about DeepSpeed's own call. Dropped while the engine is
+    built only; the same warning from any later call (a real misuse) still shows."""
+    from deepspeed.utils import logger
+
+    def keep(record) -> bool:
+        return SCHEDULER_NOT_STARTED not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
+def _op_is_built(name: str) -> bool:
+    """Whether torch's extension cache already holds the compiled op (then loading it takes a second)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    try:
+        return (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").is_file()
+    except (OSError, RuntimeError):
+        return False
+
+
+def explain_op_builds(say=None) -> None:
+    """A DeepSpeed op that is neither pre-installed nor in torch's extension cache is compiled when
+    first used (on CPU: the shared-memory collectives, at init_distributed; 85 s on a 2-core
+    machine), and DeepSpeed says nothing meanwhile. From now on this process says so once (rank 0)
+    before such a build, and how long it took after. Idempotent."""
+    from deepspeed.ops.op_builder.builder import OpBuilder
+
+    if getattr(OpBuilder.load, "explained", False):
+        return
+    say = say or (lambda text: print(f"[fast-electra] {text}", flush=True) if os.environ.get("RANK", "0") == "0" else None)
+    original = OpBuilder.load
+
+    def load(self, verbose=False):
+        from deepspeed.git_version_info import installed_ops
+
+        if self.name in OpBuilder._loaded_ops or installed_ops.get(self.name, False) or _op_is_built(self.name):
+            return original(self, verbose)
+        say(f"DeepSpeed is compiling its {self.name} op, once per machine and DeepSpeed/torch version "
+            f"(about a minute or two; later starts load it from torch's extension cache, TORCH_EXTENSIONS_DIR)")
+        started = time.perf_counter()
+        module = original(self, verbose)
+        say(f"DeepSpeed's {self.name} op compiled in {time.perf_counter() - started:.0f} s")
+        return module
+
+    load.explained = True
+    OpBuilder.load = load
 
 
 def ephemeral_port_floor() -> int:

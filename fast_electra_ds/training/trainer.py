@@ -29,6 +29,7 @@ from ..metrics.validation import Validator
 from .divergence import DivergenceGuard, stop_diverged, weights_are_finite
 from .loss_scale import end_applied_step, schedule_clock
 from ..models.main import is_partitioned, local_and_total_numel
+from ..runtime.process_group import scheduler_built_quietly
 from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
@@ -73,10 +74,28 @@ class StopSignal:
     def _handle(self, signum, frame) -> None:
         self.received = True
 
-    def agreed(self, device: torch.device) -> bool:
-        flag = torch.tensor([1.0 if self.received else 0.0], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def agreed(self, device: torch.device, save_due: bool = False) -> tuple[bool, bool]:
+        """(stop, save) as every rank agrees: either is true if it is on any rank. One collective
+        a step carries both, so a wall-clock rule never splits the ranks."""
+        flags = torch.tensor([float(self.received), float(save_due)], device=device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return bool(flags[0].item()), bool(flags[1].item())
+
+
+class SaveClock:
+    """Wall-time checkpoints: due once `minutes` have passed since the last checkpoint (or the
+    start of this session); 0 never. Each rank reads its own clock; StopSignal.agreed makes the
+    decision the same on all."""
+
+    def __init__(self, minutes: float, clock=time.monotonic) -> None:
+        self.seconds, self.clock = minutes * 60, clock
+        self.reset()
+
+    def reset(self) -> None:
+        self.last = self.clock()
+
+    def due(self) -> bool:
+        return self.seconds > 0 and self.clock() - self.last >= self.seconds
 
 
 @dataclass
@@ -129,7 +148,8 @@ class Trainer:
         module = self.method.build_model(self.ds_config)
         if config.model.compile:
             compile_blocks(module)  # before initialize: each block one ZeRO-3 leaf, its forward compiled
-        self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
+        with scheduler_built_quietly():
+            self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
         self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.tokens.unigram_entropy)
@@ -226,6 +246,7 @@ class Trainer:
         cfg = self.config.train
         stop = StopSignal(signals_before_start)
         guard = DivergenceGuard(self.device, cfg.skipped_window, cfg.max_skipped_share)
+        save_clock = SaveClock(cfg.save_every_minutes)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)
         self.logger = logger
@@ -235,6 +256,7 @@ class Trainer:
         self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x "
                  f"{self.config.data.seq_len} tokens on {self.world_size} ranks ({self.device.type}); "
                  f"{len(self.train_data)} training and {self.validator.sequences} validation sequences")
+        self.log(cfg.safety_summary() + ("" if self.validator else "; validation off (data.val_sequences=0)"))
         while self.state.step < last_step:
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
@@ -254,8 +276,9 @@ class Trainer:
             if divergence:
                 self.diverged(divergence)
             logger.advance(self.state.step)
-            stopping = stop.agreed(self.device)
-            saving = stopping or self.state.step == last_step or (cfg.save_every and self.state.step % cfg.save_every == 0)
+            stopping, time_to_save = stop.agreed(self.device, save_clock.due())
+            saving = (stopping or time_to_save or self.state.step == last_step
+                      or (cfg.save_every and self.state.step % cfg.save_every == 0))
             evaluating = bool(self.validator) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
             # A log window also ends at every checkpoint, so a resumed run logs the same windows.
             if self.state.step % cfg.log_every == 0 or saving or evaluating:
@@ -268,6 +291,7 @@ class Trainer:
                 break
             if saving and self.state.step < last_step:
                 self.save()
+                save_clock.reset()
         final_checkpoint = self.save()
         logger.close()
         finished = self.state.step >= cfg.steps

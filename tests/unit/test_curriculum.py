@@ -12,6 +12,7 @@ from fast_electra_ds.errors import UserError
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.methods.curriculum import T_MAX, Curriculum, temperature
 from fast_electra_ds.models.aux import FrozenAux
+from fast_electra_ds.models.sampling import sample_and_argmax
 from tests.unit.test_joint_methods import batch, config
 
 SPECIAL = [0, 1, 2, 3, 4]
@@ -103,13 +104,16 @@ def test_target_needs_the_unigram_entropy():
 
 # --- through the method -----------------------------------------------------------------------------
 
-def fast_method(*overrides, unigram_entropy=None):
+def fast_method(*overrides, unigram_entropy=None, favoured=None):
     tokens = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test",
                        unigram_entropy=unigram_entropy)
     method = METHODS["fast"](config("method=fast", *overrides), tokens, torch.device("cpu"))
     torch.manual_seed(3)
     aux = ElectraForMaskedLM(ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=1,
                                            num_attention_heads=1, intermediate_size=64, max_position_embeddings=64))
+    if favoured is not None:  # an aux that knows which tokens the data uses: better than a wider unigram distribution
+        with torch.no_grad():
+            aux.generator_lm_head.bias[favoured] += 6.0
     method.aux = FrozenAux(aux.eval().requires_grad_(False))
     return method
 
@@ -144,3 +148,23 @@ def test_target_logs_its_temperature_and_both_cross_entropies():
     at_one = measured_ce(method.aux.logits(masked, data["attention_mask"], selected), data["input_ids"][selected], 1.0)
     assert at_one > 4.0  # a random aux is worse than this unigram entropy: T = 1
     assert values["temperature"] == 1.0 and values["aux_ce"] == pytest.approx(at_one, abs=1e-4)
+
+
+def test_target_through_the_method_samples_at_the_temperature_that_meets_the_target():
+    """The batch's ids are 5..39; an aux that favours them has CE(1) near log 35 = 3.56, below a
+    corpus entropy of 4.4 (a corpus using more of the vocabulary): T > 1 until the span."""
+    method = fast_method("curriculum.kind=target", "curriculum.span=0.5", unigram_entropy=4.4, favoured=slice(5, 40))
+    data = batch(rows=32)
+    for step, progress in [(0, 0.0), (3, 0.2)]:
+        inputs, metrics = method.prepare_batch(data, StepContext(step, progress, torch.Generator().manual_seed(8)))
+        values = {name: (num / den).item() for name, (num, den) in metrics.items()}
+        g = torch.Generator().manual_seed(8)
+        selected, masked = method.select_and_corrupt(data, StepContext(step, progress, g), 0.85, 0.0)
+        logits, originals = method.aux.logits(masked, data["attention_mask"], selected), data["input_ids"][selected]
+        at_one = measured_ce(logits, originals, 1.0)
+        target = 4.4 + (at_one - 4.4) * progress / 0.5
+        assert at_one < 4.0 and values["aux_target_ce"] == pytest.approx(target, abs=1e-4)
+        assert values["temperature"] > 1.0 and abs(measured_ce(logits, originals, values["temperature"]) - target) < 0.02
+        expected = data["input_ids"].clone()
+        expected[selected] = sample_and_argmax(logits, values["temperature"], g, SPECIAL)[0]
+        assert torch.equal(inputs["input_ids"], expected)  # drawn at that T from the same logits and stream

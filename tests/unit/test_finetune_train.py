@@ -152,7 +152,7 @@ def test_saves_the_best_model_and_writes_glue_submission_predictions(sentiment, 
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from fast_electra_ds.finetune.trainer import encode, load_tokenizer, predict
+    from fast_electra_ds.finetune.trainer import encode, load_tokenizer, padding_collator, predict
     from fast_electra_ds.finetune.tasks import Split
 
     glue, model_dir = sentiment
@@ -175,7 +175,7 @@ def test_saves_the_best_model_and_writes_glue_submission_predictions(sentiment, 
     model = AutoModelForSequenceClassification.from_pretrained(saved)  # the saved model gives the same predictions
     tokenizer = load_tokenizer(saved)
     encoded = encode(tokenizer, Split(path=saved, text_a=[row[0] for row in dev_rows], text_b=None, labels=[0] * 30), 64)
-    again = predict(model, encoded, tokenizer.pad_token_id, 16, False, torch.device("cpu"), None)
+    again = predict(model, encoded, padding_collator(tokenizer, saved), 16, False, torch.device("cpu"), None)
     assert [str(p) for p in again] == list(labels)
     assert "test-set predictions" in (tmp_path / "out" / "sst2" / "summary.md").read_text()
 
@@ -204,3 +204,53 @@ def test_random_init_is_the_same_architecture_without_the_weights(sentiment, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads((tmp_path / "r" / "sst2" / "summary.json").read_text())["init"] == "random"
     assert "random initialisation" in (tmp_path / "r" / "sst2" / "summary.md").read_text()
+
+
+def test_pairs_are_padded_to_the_longest_of_the_batch(sentiment):
+    """DataCollatorWithPadding: right padding with the pad id, mask 0 and segment 0 on the padding."""
+    import torch
+
+    from fast_electra_ds.finetune.tasks import Split
+    from fast_electra_ds.finetune.trainer import collate, encode, load_tokenizer, padding_collator
+
+    _, model_dir = sentiment
+    tokenizer = load_tokenizer(model_dir)
+    encoded = encode(tokenizer, Split(path=model_dir, text_a=["good film", "a long and rather dull film"], text_b=["bad", "ok"], labels=[1, 0]), 64)
+    short, long = (encoded.input_ids[i] for i in (0, 1))
+    batch = collate(padding_collator(tokenizer, model_dir), encoded, [0, 1], torch.device("cpu"))
+    pad = len(long) - len(short)
+    assert pad > 0 and batch["input_ids"].shape == (2, len(long))
+    assert batch["input_ids"][0].tolist() == short + [tokenizer.pad_token_id] * pad and batch["input_ids"][1].tolist() == long
+    assert batch["attention_mask"].tolist() == [[1] * len(short) + [0] * pad, [1] * len(long)]
+    assert batch["token_type_ids"][0].tolist() == encoded.token_type_ids[0] + [0] * pad
+    assert "token_type_ids" not in collate(padding_collator(tokenizer, model_dir), encode(tokenizer, Split(
+        path=model_dir, text_a=["x"], text_b=None, labels=[0]), 64, segment_ids=False), [0], torch.device("cpu"))
+
+
+def test_the_model_says_the_task_labels_and_dev_predictions_are_saved(sentiment, tmp_path):
+    """A custom task's label names reach the fine-tuned model's config (id2label / label2id, so a
+    pipeline says them); each seed's dev predictions are saved beside its scores and reproduce them."""
+    from transformers import AutoConfig
+
+    glue, model_dir = sentiment
+    rows = [line.split("\t") for line in (glue / "SST-2" / "dev.tsv").read_text().splitlines()[1:]]
+    names = {"0": "rotten", "1": "fresh"}
+    for split, part in (("train", rows[:200]), ("dev", rows[200:260])):
+        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + "".join(f"{text}\t{names[label]}\n" for text, label in part))
+    task_file = tmp_path / "reviews.yaml"
+    task_file.write_text("name: reviews\ntrain: train.tsv\ndev: dev.tsv\ntext_a: sentence\nlabel: label\n"
+                         "labels: [rotten, fresh]\nmetric: accuracy\n")
+    summary = run(model_dir, str(task_file), None, tmp_path / "out", [2], "auto", ["epochs=1", "lr=2e-3", "max_seq_len=64"],
+                  progress=False, save="last")
+    saved = AutoConfig.from_pretrained(tmp_path / "out" / "reviews" / "seed_2" / "model")
+    assert saved.id2label == {0: "rotten", 1: "fresh"} and saved.label2id == {"rotten": 0, "fresh": 1}
+
+    path = tmp_path / "out" / "reviews" / "seed_2" / "dev_predictions.tsv"
+    assert summary["per_seed_stats"]["2"]["dev_predictions"] == [str(path)]
+    header, *lines = path.read_text().splitlines()
+    assert header == "index\ttext_a\tlabel\tprediction" and len(lines) == 60
+    table = [line.split("\t") for line in lines]
+    assert [int(r[0]) for r in table] == list(range(60)) and [r[1] for r in table] == [row[0] for row in rows[200:260]]
+    assert [r[2] for r in table] == [names[row[1]] for row in rows[200:260]] and {r[3] for r in table} <= {"rotten", "fresh"}
+    assert sum(r[2] == r[3] for r in table) / 60 == pytest.approx(summary["per_seed"]["2"]["accuracy"])
+    assert "dev-set predictions" in (tmp_path / "out" / "reviews" / "summary.md").read_text()
