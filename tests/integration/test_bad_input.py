@@ -4,16 +4,7 @@ import shutil
 
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
-from tests.conftest import ROOT, run_cli, run_train_single
-
-
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
+from tests.helpers import ROOT, assert_user_error, run_cli, run_train_single
 
 
 def train_args(prepared, out_dir, *extra, ds_config=None):

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from tests.conftest import run_train_single
+from tests.helpers import run_train_single
 
 
 def test_launch_line_export_model_card_and_pipeline(prepared, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from fast_electra_ds.data.prepare import import_indexed_dataset
 from fast_electra_ds.data.text import iter_documents
 from fast_electra_ds.data.tokenizer import load_tokenizer
-from tests.conftest import ROOT, run_train_single
+from tests.helpers import ROOT, run_train_single
 
 
 def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):

@@ -4,7 +4,7 @@ import shutil
 import subprocess
 import sys
 
-from tests.conftest import ROOT, cpu_env
+from tests.helpers import ROOT, cpu_env
 
 NOT_SOURCE = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "DeepSpeedJobName")
 

@@ -17,7 +17,7 @@ from fast_electra_ds import checkpointing as ckpt
 from fast_electra_ds.checkpointing import rng
 from fast_electra_ds.checkpointing import save as saving
 from fast_electra_ds.errors import UserError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module", autouse=True)

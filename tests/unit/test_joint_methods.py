@@ -11,7 +11,7 @@ from fast_electra_ds.config.run_config import load_config
 from fast_electra_ds.models.pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.models.sampling import gumbel_max_sample
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.unit.test_corruption import chi_square_p_value
 
 TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")

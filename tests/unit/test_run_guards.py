@@ -13,7 +13,7 @@ import pytest
 from fast_electra_ds.runtime import run_lock
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.runtime.resources import check_out_dir_writable
-from tests.conftest import ROOT, run_train_single
+from tests.helpers import ROOT, run_train_single
 
 # --- train.out_dir writable ------------------------------------------------------------------------------
 
