@@ -2,9 +2,12 @@
 import json
 import shutil
 
+import pytest
 from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
 
 from tests.helpers import ROOT, assert_user_error, run_cli, run_train_single
+
+pytestmark = pytest.mark.integration
 
 
 def train_args(prepared, out_dir, *extra, ds_config=None):

@@ -4,7 +4,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT, cpu_env
+
+pytestmark = pytest.mark.integration
 
 NOT_SOURCE = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "DeepSpeedJobName")
 
