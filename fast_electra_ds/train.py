@@ -77,12 +77,15 @@ def run(args: argparse.Namespace) -> int:
     from .runtime.resources import check_out_dir_writable
     from .runtime.run_lock import hold_run_lock
     from .config.run_config import load_config, load_ds_config
+    from .config.validate import validate_config
+    from .methods import METHODS
     from .runtime.process_group import init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
+    validate_config(config, METHODS)
     ds_config = load_ds_config(args.ds_config)
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
