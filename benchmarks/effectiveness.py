@@ -54,7 +54,7 @@ from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError, run_guarded
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
 from fast_electra_ds.runtime.launch import launch_env, train_command
-from fast_electra_ds.models.main import electra_config, scaled_sizes
+from fast_electra_ds.models.encoder import electra_config, scaled_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("mlm", "electra", "fast")

@@ -1,4 +1,4 @@
-"""The fault catalogue (issue 13): a tiny fp32 run on 2 CPU ranks through the deepspeed launcher, hurt
+"""The fault catalogue: a tiny fp32 run on 2 CPU ranks through the deepspeed launcher, hurt
 the ways a cluster or a user hurts a run, then resumed as a user would (`--resume`, nothing deleted by
 hand). Writes benchmarks/results/faults.{json,md}.
 

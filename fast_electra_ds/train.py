@@ -114,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
         # Rank 0 exports on CPU while the others wait in the final barrier, bounded by the process
         # group's timeout (DeepSpeed's default: 30 min). Leaving the group before the export instead
         # made a rank that exited while rank 0 still exported abort at exit ("terminate called without
-        # an active exception", tests/integration/test_zero3_pipeline.py's resume, 2026-12-03), and
-        # the launcher then killed rank 0.
+        # an active exception"), and the launcher then killed rank 0.
         if rank == 0 and result["finished"] and config.train.export:
             from .export.exporter import export
 

@@ -185,7 +185,7 @@ def _optimizer(device, aux: Path) -> list[dict]:
     from fast_electra_ds.config.run_config import RunConfig, load_ds_config
     from fast_electra_ds.runtime.device import prebuilt_fused_adam
     from fast_electra_ds.config.ds_config import resolve_ds_config
-    from fast_electra_ds.models.main import build_model, electra_config
+    from fast_electra_ds.models.encoder import build_model, electra_config
 
     _init_single_rank()
     config = RunConfig()
@@ -216,7 +216,7 @@ def _attention(device, aux: Path) -> list[dict]:
 
     from fast_electra_ds.config.run_config import RunConfig
     from fast_electra_ds.data.unpadded import unpadded_mask
-    from fast_electra_ds.models.main import build_model, electra_config
+    from fast_electra_ds.models.encoder import build_model, electra_config
 
     config = RunConfig()
     config.model.preset = "small"

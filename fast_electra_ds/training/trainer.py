@@ -28,7 +28,7 @@ from ..metrics.logger import RunLogger, place_monitor_outputs
 from ..metrics.tracker import TrainingMetrics
 from ..metrics.validation import Validator
 from .loss_scale import end_applied_step, schedule_clock
-from ..models.main import is_partitioned, local_and_total_numel
+from ..models.encoder import is_partitioned, local_and_total_numel
 from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")

@@ -1,4 +1,4 @@
-"""The `deepspeed` launcher killed as a user or scheduler would (issue 13): kill -9 of the runner leaves
+"""The `deepspeed` launcher killed as a user or scheduler would: kill -9 of the runner leaves
 no orphan rank, SIGTERM to it makes the ranks checkpoint and exit, and a second job on the same
 train.out_dir refuses with one line while the first runs."""
 import json

@@ -5,7 +5,7 @@ from fast_electra_ds import checkpointing as ckpt
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.config.validate import validate_config
 from fast_electra_ds.errors import UserError
-from fast_electra_ds.models.main import scaled_sizes
+from fast_electra_ds.models.encoder import scaled_sizes
 from fast_electra_ds.config.ds_config import resolve_ds_config
 
 

@@ -1,4 +1,4 @@
-"""Guards around a run (issue 13): train.out_dir must be writable before anything is built, one job
+"""Guards around a run: train.out_dir must be writable before anything is built, one job
 per train.out_dir (a run lock with stale-lock detection), and ranks that die with their launcher."""
 import json
 import os
