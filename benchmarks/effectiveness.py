@@ -163,6 +163,7 @@ class Settings:
     robustness: bool = False  # also electra and fast at LR_FACTOR x the peak lr
     report_only: bool = False  # build the table from the finished stages, run nothing
     jobs: int = 1  # fine-tuning runs at once
+    precision: str = "bf16"  # of the pre-training runs' DeepSpeed engine (and the frozen aux): bf16 or fp32
 
     @property
     def global_batch(self) -> int:
@@ -242,7 +243,7 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
                                       f"data.path={settings.work / 'data'}", f"data.tokenizer={settings.work / 'tokenizer'}",
                                       f"train.log_every={max(1, steps // 100)}", f"train.eval_every={max(1, steps // settings.evaluations)}",
                                       f"train.save_every={max(1, steps // settings.evaluations)}", "train.keep_last=1",
-                                      "train.progress=lines", *extra]
+                                      "train.progress=lines", f"aux.dtype={settings.precision}", *extra]
     command = train_command(["--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides,
                              *(["--resume"] if resume else [])], settings.ranks, launcher=True)
     say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks{' (resumed)' if resume else ''} (log: {settings.work / 'logs' / (stage + '.log')})")
@@ -280,7 +281,9 @@ def write_ds_config(settings: Settings, lr_factor: float = 1.0) -> Path:
     config.pop("train_batch_size", None)
     config["optimizer"]["params"]["lr"] = pretraining_lr(settings) * lr_factor
     config["scheduler"]["params"]["warmup_max_lr"] = "auto"  # the optimizer's lr (ds_config.py)
-    path = settings.work / ("ds_config.json" if lr_factor == 1.0 else f"ds_config_lr{lr_factor:g}x.json")
+    config["bf16"] = {"enabled": settings.precision == "bf16"}
+    name = "ds_config" + ("" if lr_factor == 1.0 else f"_lr{lr_factor:g}x") + ("" if settings.precision == "bf16" else f"_{settings.precision}")
+    path = settings.work / f"{name}.json"
     path.write_text(json.dumps(config, indent=1) + "\n")
     return path
 
@@ -705,6 +708,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--evaluations", type=int, default=12, help="validations (and checkpoints) per pre-training run (default 12)")
     parser.add_argument("--jobs", type=int, default=1, help="fine-tuning runs at once, one thread each (default 1; "
                         "2 fills 2 cores)")
+    parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="pre-training precision (default bf16; "
+                        "fp32 where the CPU has no native bf16: emulated bf16 ran 4x slower than fp32 on an AVX2-only CPU)")
     parser.add_argument("--quiet", action="store_true")
     return parser.parse_args(argv)
 
@@ -724,7 +729,8 @@ def make_settings(args: argparse.Namespace) -> Settings:
                     budget=args.budget, methods=args.methods, seeds=pick(args.seeds, "seeds"), corpus=args.corpus,
                     pydoc=args.pydoc, recipe=args.recipe, finetune_overrides=pick(args.finetune_set, "finetune_overrides"),
                     finetune_train_limit=pick(args.finetune_train_limit, "finetune_train_limit"), lr=pick(args.lr, "lr"),
-                    report_only=args.report_only, tasks=tuple(args.tasks), robustness=args.robustness, evaluations=args.evaluations, jobs=args.jobs)
+                    report_only=args.report_only, tasks=tuple(args.tasks), robustness=args.robustness, evaluations=args.evaluations, jobs=args.jobs,
+                    precision=args.precision)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict:

@@ -13,8 +13,10 @@ It takes the study's arguments (benchmarks/study.sh passes them: `bash benchmark
 VARIANT...`) and its work directory, so the data, the tokenizer and the aux are the study's. Stages
 are resumable like the study's; `--save-state DIR` copies each finished stage's record and metrics
 there (benchmarks/results/study/state/ in git), so no stage is ever redone. `--pretrain-seeds 1 2 3`:
-seed 1 is the study's train.seed, seed k the study's + k - 1 (stage `<variant>-seed<k>`).
-Outputs: fidelity.{md,json} and fidelity_curves.png in --out-dir.
+seed 1 is the study's train.seed, seed k the study's + k - 1 (stage `<variant>-seed<k>`). `--precision
+fp32` runs every stage, the baselines included, in fp32 (stages `<variant>-fp32`): on a CPU without native
+bf16 the study's bf16 runs are several times slower.
+Outputs: fidelity.{md,json} and fidelity_curves.png in --out-dir (fidelity-fp32.* for --precision fp32).
 """
 from __future__ import annotations
 
@@ -60,8 +62,11 @@ ALL = {**BASELINES, **VARIANTS}
 CURVE_KEYS = ("val_rtd_context_gain", "val_rtd_auc", "val_rtd_prior_gap")
 
 
-def stage_name(variant: str, seed: int) -> str:
-    return variant if seed == 1 else f"{variant}-seed{seed}"
+def stage_name(variant: str, seed: int, precision: str = "bf16") -> str:
+    """The study's own runs are bf16; runs at another precision carry it in their name (and compare only
+    with each other)."""
+    name = variant if precision == "bf16" else f"{variant}-{precision}"
+    return name if seed == 1 else f"{name}-seed{seed}"
 
 
 def save_state(settings: study.Settings, stage: str, state: Path | None) -> None:
@@ -86,7 +91,7 @@ def run_variant(settings: study.Settings, name: str, seed: int, steps: int, base
             study.pretrain(settings, WEAK_AUX, "aux-mlm", WEAK_AUX_STEPS, [])
             save_state(settings, WEAK_AUX, state)
         extra.append(f"aux.path={settings.work / variant.aux / 'hf'}")
-    stage = stage_name(name, seed)
+    stage = stage_name(name, seed, settings.precision)
     record = study.pretrain(settings, stage, variant.method, steps, extra)
     save_state(settings, stage, state)
     return record
@@ -101,11 +106,11 @@ def summarise(settings: study.Settings, names: list[str], seeds: list[int], step
     """Per variant: the last validation of each seed's run, medians, and the ratio to electra's median gain."""
     rows = {}
     for name in names:
-        finals = {seed: final_validation(settings, stage_name(name, seed)) for seed in seeds}
+        finals = {seed: final_validation(settings, stage_name(name, seed, settings.precision)) for seed in seeds}
         finals = {seed: f for seed, f in finals.items() if f}
         if not finals:
             continue
-        finished = [seed for seed in finals if study.done(settings.work, stage_name(name, seed))]
+        finished = [seed for seed in finals if study.done(settings.work, stage_name(name, seed, settings.precision))]
         rows[name] = {"method": ALL[name].method, "hypothesis": ALL[name].hypothesis, "change": ALL[name].notes,
                       "overrides": list(ALL[name].overrides), "seeds": sorted(finals), "finished_seeds": sorted(finished),
                       "last_step": {str(s): f["step"] for s, f in finals.items()},
@@ -143,13 +148,13 @@ def plot(path: Path, settings: study.Settings, names: list[str], seeds: list[int
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for name in names:
         for seed in seeds:
-            records = [r for r in study.run_metrics(settings, stage_name(name, seed)) if "val_rtd_context_gain" in r]
+            records = [r for r in study.run_metrics(settings, stage_name(name, seed, settings.precision)) if "val_rtd_context_gain" in r]
             if not records:
                 continue
             x = [r["step"] * tokens_per_step / 1e6 for r in records]
             style = dict(linewidth=2.5, color="black" if name == "electra" else "grey") if name in BASELINES else {}
             for ax, key in zip(axes, CURVE_KEYS):
-                ax.plot(x, [r[key] for r in records], marker=".", label=stage_name(name, seed), **style)
+                ax.plot(x, [r[key] for r in records], marker=".", label=stage_name(name, seed, settings.precision), **style)
     for ax, key in zip(axes, CURVE_KEYS):
         ax.set_xlabel("main-model training tokens (M)")
         ax.set_title(key)
@@ -184,15 +189,16 @@ def main(argv: list[str]) -> int:
         for name in own.variants:
             run_variant(settings, name, seed, steps, base_seed, own.save_state)
     names = [*BASELINES, *VARIANTS]
-    seeds = sorted({1, *own.pretrain_seeds, *(s for s in range(2, 6) if any(study.done(settings.work, stage_name(n, s)) for n in names))})
+    seeds = sorted({1, *own.pretrain_seeds, *(s for s in range(2, 6) if any(study.done(settings.work, stage_name(n, s, settings.precision)) for n in names))})
     summary = summarise(settings, names, seeds, steps)
     command = "python benchmarks/fidelity.py " + " ".join(argv)
     out = own.fidelity_out or Path(args.out_dir or study.RESULTS)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fidelity.json").write_text(json.dumps({"command": command, **summary}, indent=1) + "\n")
+    base = "fidelity" if settings.precision == "bf16" else f"fidelity-{settings.precision}"
+    (out / f"{base}.json").write_text(json.dumps({"command": command, "precision": settings.precision, **summary}, indent=1) + "\n")
     text = render(summary, command)
-    (out / "fidelity.md").write_text(text + "\n")
-    plot(out / "fidelity_curves.png", settings, names, seeds)
+    (out / f"{base}.md").write_text(text + "\n")
+    plot(out / f"{base}_curves.png", settings, names, seeds)
     print(text)
     return 0
 

@@ -6,6 +6,7 @@
 # The fidelity runs (issue 20: one change per run, same setting; benchmarks/fidelity.py names them):
 #   nohup bash benchmarks/study.sh fidelity fast-tau1 fast-clm > runs/fidelity.log 2>&1 &
 #   FIDELITY_SEEDS="1 2 3" bash benchmarks/study.sh fidelity electra fast-target
+#   FIDELITY_PRECISION=fp32 ... on a CPU without native bf16 (lscpu shows no avx512_bf16 / amx_bf16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A fresh checkout (runs/ is not in git) starts from the finished stages committed with the results
@@ -26,7 +27,7 @@ if [ "${1:-}" = fidelity ]; then
   shift
   # The corpus and the shards first: with --methods mlm (all its stages finished) effectiveness.py builds only them.
   [ -f runs/study/stages/prepare.json ] || python benchmarks/effectiveness.py "${ARGS[@]}" --methods mlm --tasks sst2 --seeds 1 --out-dir runs/study/prep-results
-  exec python benchmarks/fidelity.py --variants "$@" --pretrain-seeds ${FIDELITY_SEEDS:-1} \
+  exec python benchmarks/fidelity.py --variants "$@" --pretrain-seeds ${FIDELITY_SEEDS:-1} --precision ${FIDELITY_PRECISION:-bf16} \
     --save-state benchmarks/results/study/state --fidelity-out benchmarks/results/study "${ARGS[@]}"
 fi
 exec python benchmarks/effectiveness.py "${ARGS[@]}"

@@ -39,6 +39,9 @@ class TokenInfo:
     sep_id: int
     mask_id: int
     fingerprint: str
+    # The corpus's unigram entropy in nats (data/dataset.py), for curricula that start from it; None
+    # where no corpus is at hand (benchmarks on random ids).
+    unigram_entropy: float | None = None
 
     @property
     def special_ids(self) -> list[int]:

@@ -1,5 +1,5 @@
 """Fast-ELECTRA (Dong et al., ICLR 2024): replacements from a frozen auxiliary masked-LM, sampled at
-a temperature that anneals from T0 to 1 over training."""
+a temperature that falls to 1 over training (the curriculum: methods/curriculum.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -12,10 +12,11 @@ from ..errors import UserError
 from ..models.aux import FrozenAux, load_frozen_aux
 from ..models.corrective_lm import corrective_lm_head, masked_lm_view
 from ..models.encoder import build_model
+from ..models.sampling import sample_and_argmax
 from ..models.pretraining import ReplacedTokenDetection
 from ..metrics.pairs import Metrics, ratio
 from .base import Method, StepContext, register
-from .curriculum import temperature
+from .curriculum import Curriculum
 
 
 def replacement_labels(original: torch.Tensor, corrupted: torch.Tensor) -> torch.Tensor:
@@ -28,6 +29,10 @@ class FastElectra(Method):
     name = "fast"
     supports_corrective_lm = True
     aux: FrozenAux
+
+    def __init__(self, config, tokens, device):
+        super().__init__(config, tokens, device)
+        self.curriculum = Curriculum(config.curriculum, tokens.unigram_entropy)  # checks the curriculum keys before the aux loads
 
     def build_model(self, ds_config: dict[str, Any] | None) -> torch.nn.Module:
         model = self.config.model
@@ -49,25 +54,29 @@ class FastElectra(Method):
             return {"": module.discriminator}
         return {"": module.discriminator, "corrective_lm": masked_lm_view(module.discriminator, module.corrective_lm)}
 
-    def temperature(self, progress: float) -> float:
-        return temperature(progress, self.config.curriculum.t0, self.config.curriculum.tau)
-
     def prepare_batch(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> tuple[dict[str, torch.Tensor], Metrics]:
         original, attention_mask = batch["input_ids"], batch["attention_mask"]
         masking = self.config.masking
         selected, masked = self.select_and_corrupt(batch, ctx, masking.mask_token_prob, masking.random_token_prob)
-        sampled, aux_argmax = self.aux.propose(masked, attention_mask, selected, self.temperature(ctx.progress),
-                                               ctx.generator, self.tokens.special_ids)
+        # T from the same logits the sampler draws from (`target` reads the original tokens there):
+        # no second aux forward, and nothing of the main model, so replacements stay precomputable.
+        logits = self.aux.logits(masked, attention_mask, selected)
+        temperature, curriculum_metrics = self.curriculum.choose(logits, original[selected], ctx.progress, self.tokens.special_ids)
+        sampled, aux_argmax = sample_and_argmax(logits, temperature, ctx.generator, self.tokens.special_ids)
+        del logits
         corrupted = original.clone()
         corrupted[selected] = sampled
         inputs = {"input_ids": corrupted, "attention_mask": attention_mask,
                   "is_replaced": replacement_labels(original, corrupted)}
         if self.config.model.corrective_lm:
             inputs["original_ids"] = original
-        return inputs, {"aux_acc": ratio((aux_argmax == original[selected]).sum(), selected.sum())}
+        return inputs, {"aux_acc": ratio((aux_argmax == original[selected]).sum(), selected.sum()), **curriculum_metrics}
 
     def logged_values(self, ctx: StepContext) -> dict[str, float]:
-        return {"temperature": self.temperature(ctx.progress)}
+        """`exp`: the temperature at the window's last step (`target` logs its chosen T as a metric,
+        averaged over the window's micro-batches)."""
+        scheduled = self.curriculum.scheduled(ctx.progress)
+        return {} if scheduled is None else {"temperature": scheduled}
 
     def main_flops_per_sequence(self, seq_len: int) -> float:
         """The main model's training step alone (no aux): the floor of Fast's step."""

@@ -47,12 +47,17 @@ class FrozenAux:
         self.head = masked_lm_head(model)
 
     @torch.inference_mode()
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+        """The vocabulary logits at the selected positions only [M, V], in the aux's dtype."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(hidden[selected])
+
+    @torch.inference_mode()
     def propose(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, selected: torch.Tensor,
                 temperature: float, generator: torch.Generator, disallowed_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sampled tokens at the selected positions [M], and the aux model's argmax there [M] (from the
         sampler's own max pass: no second pass over the vocabulary)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return sample_and_argmax(self.head(hidden[selected]), temperature, generator, disallowed_ids)
+        return sample_and_argmax(self.logits(input_ids, attention_mask, selected), temperature, generator, disallowed_ids)
 
 
 def load_frozen_aux(path: str, vocab_size: int, fingerprint: str, dtype_name: str, device: torch.device) -> FrozenAux:

@@ -100,7 +100,8 @@ class Trainer:
         self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
         ids = self.dataset.special_ids
         self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
-                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint)
+                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
+                                unigram_entropy=self.dataset.unigram_entropy())
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
         train_indices, val_indices = validation_split(len(self.dataset), config.data.val_sequences)
         self.train_data = SampleSubset(self.dataset, train_indices)
@@ -124,7 +125,7 @@ class Trainer:
         self.engine, _, _, _ = deepspeed.initialize(model=module, model_parameters=self.method.param_groups(module), config=self.ds_config)
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
-        self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.dataset.unigram_entropy())
+        self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.tokens.unigram_entropy)
         self.validator = Validator(self.dataset, val_indices, self.micro_batch, self.rank, self.world_size, config.train.seed,
                                    self.device, step_generator)
 

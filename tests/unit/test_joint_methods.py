@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fast_electra_ds.config.run_config import load_config
+from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.models.sampling import gumbel_max_sample
@@ -66,6 +67,30 @@ def test_generator_uses_the_main_models_embeddings_as_one_tensor(name):
     assert gen.electra.embeddings_project.in_features == 64
     names = [n for n, _ in module.named_parameters()]
     assert not any(n.startswith("generator.electra.embeddings.") for n in names)  # counted once
+
+
+@pytest.mark.parametrize("name", ["electra", "electra-15"])
+def test_unshared_generator_has_embeddings_and_an_output_layer_of_its_own(name):
+    m, module = build(name, "generator.share_embeddings=false")
+    m.setup()
+    gen, main = module.generator, module.main
+    assert gen.electra.embeddings is not main.electra.embeddings
+    assert gen.generator_lm_head.weight is gen.electra.embeddings.word_embeddings.weight  # tied inside the generator
+    own = {id(p) for p in gen.parameters()}
+    assert not own & {id(p) for p in main.parameters()}
+    # the generator's MLM loss no longer reaches the main model's embeddings
+    inputs, _ = m.prepare_batch(batch(), ctx())
+    module.main_weight = 0.0
+    loss, _ = module(**inputs)
+    loss.backward()
+    assert main.electra.embeddings.word_embeddings.weight.grad is None or not main.electra.embeddings.word_embeddings.weight.grad.any()
+    assert gen.electra.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["replace-mlm", "all-tokens-mlm"])
+def test_unshared_embeddings_are_refused_where_the_method_always_shares(name):
+    with pytest.raises(UserError, match="share_embeddings"):
+        method(name, "generator.share_embeddings=false").setup()
 
 
 def test_generator_sizes_follow_the_config_fractions():

@@ -54,9 +54,39 @@ def test_probe_reads_a_signal_in_the_features_and_none_in_noise(tiny_export, tmp
     assert probe.main(["--models", str(tiny_export), "--task", str(signal), str(noise), "--out", str(tmp_path / "probe.md")]) == 0
     found = json.loads((tmp_path / "probe.json").read_text())
     name = tiny_export.name
-    assert found["signal"][name]["dev_accuracy"] > 0.9
-    assert found["noise"][name]["dev_accuracy"] < 0.7
-    assert f"| signal | {name} |" in (tmp_path / "probe.md").read_text()
+    for pooling in probe.POOLINGS:
+        assert found["signal"][f"{name} {pooling}"]["dev_accuracy"] > 0.9, pooling
+        assert found["noise"][f"{name} {pooling}"]["dev_accuracy"] < 0.7, pooling
+    assert f"| signal | {name} | cls |" in (tmp_path / "probe.md").read_text()
+
+
+def test_geometry_tells_a_collapsed_state_from_a_spread_one(tiny_export):
+    import torch
+
+    tokenizer, encoder = probe.load_encoder(tiny_export)
+    texts = [s for s, _ in sentences(40)]
+    spread = probe.geometry(tokenizer, encoder, texts)
+    assert len(spread) == encoder.config.num_hidden_layers + 1
+    with torch.no_grad():  # a top layer whose output no longer depends on the input: its LayerNorm passes only the bias
+        encoder.encoder.layer[-1].output.LayerNorm.weight.zero_()
+        encoder.encoder.layer[-1].output.LayerNorm.bias.normal_()
+    collapsed = probe.geometry(tokenizer, encoder, texts)
+    assert collapsed[-1]["cls_cosine"] > 0.999 and collapsed[-1]["cls_spread"] < 1e-4
+    assert spread[-1]["cls_cosine"] < 0.99 and spread[-1]["cls_spread"] > 0.05
+    assert collapsed[0] == spread[0]  # the layers below are untouched
+
+
+def test_domain_gap_is_zero_for_the_corpus_itself_and_grows_with_the_distance(tiny_export):
+    import numpy as np
+
+    tokenizer, _ = probe.load_encoder(tiny_export)
+    texts = [s for s, _ in sentences(50)]
+    ids = np.concatenate([tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts])
+    counts = np.bincount(ids, minlength=len(tokenizer)).astype(np.float64) * 1000  # the task's own distribution, large
+    near = probe.domain_gap(tokenizer, texts, counts)
+    far = probe.domain_gap(tokenizer, texts, np.ones(len(tokenizer)))  # a uniform corpus
+    assert near["kl_task_corpus"] < 0.01 < far["kl_task_corpus"]
+    assert near["unknown_rate"] == 0.0
 
 
 def test_probe_rejects_a_task_without_sentence_and_label(tiny_export, tmp_path):
