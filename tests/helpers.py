@@ -52,6 +52,21 @@ def common(prepared, out_dir, *extra, ds_config: Path = ROOT / "ds_configs/zero3
             "train.log_every=1", *extra]
 
 
+def train_args(prepared, out_dir, *extra, ds_config=None) -> list[str]:
+    """The arguments of a 2-step run on the prepared pydoc corpus."""
+    return ["--ds_config", str(ds_config or ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
+            "train.steps=2", *extra]
+
+
+def tiny_electra_config(vocab_size: int):
+    """A one-layer Electra config (an aux model or pre-trained directory for a test to save)."""
+    from transformers import ElectraConfig
+
+    return ElectraConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=1, intermediate_size=64, max_position_embeddings=128)
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 
