@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up, then run the whole pipeline on the embedded corpus (2 CPU ranks, ZeRO-3)
-#   make test   set up, then run the test suite
+#   make test   set up, then run the test suite (what CI runs)
+#   make test-unit   the unit tests only (no multi-rank runs): the quick edit-test loop, no setup
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 # The CPU build for machines without a GPU; a torch that is already installed (e.g. CUDA) is kept.
@@ -8,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 export OMP_NUM_THREADS ?= 1
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/torch_extensions
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-unit test-all clean
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
@@ -26,6 +27,9 @@ demo: setup
 
 test: setup
 	$(PYTHON) -m pytest -q tests
+
+test-unit:
+	$(PYTHON) -m pytest -q -m "not integration and not slow" tests/unit
 
 clean:
 	rm -rf runs/demo .pytest_cache

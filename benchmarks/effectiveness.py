@@ -54,8 +54,8 @@ from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError, run_guarded
 from fast_electra_ds.metrics.learning import CONTEXT_GAIN_LEARNED  # the bar for "learned context"
 from fast_electra_ds.metrics.logger import read_metrics
-from fast_electra_ds.runtime.process_group import free_port
-from fast_electra_ds.models.main import electra_config, scaled_sizes
+from fast_electra_ds.runtime.launch import launch_env, train_command
+from fast_electra_ds.models.encoder import electra_config, scaled_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("mlm", "electra", "fast")
@@ -209,9 +209,7 @@ def finish(work: Path, stage: str, record: dict) -> dict:
 
 def stream(command: list[str], log: Path, show) -> None:
     """Run `command`, writing everything to `log` and echoing the lines `show(line)` accepts."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.setdefault("DS_ACCELERATOR", "cpu")
-    env.setdefault("OMP_NUM_THREADS", "1")
+    env = launch_env(cpu=True, keep_set=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -247,8 +245,8 @@ def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: lis
                                       f"train.log_every={max(1, steps // 100)}", f"train.eval_every={max(1, steps // settings.evaluations)}",
                                       f"train.save_every={max(1, steps // settings.evaluations)}", "train.keep_last=1",
                                       "train.progress=lines", f"aux.dtype={settings.precision}", *extra]
-    command = ["deepspeed", "--num_gpus", str(settings.ranks), "--master_port", str(free_port()), str(ROOT / "train.py"),
-               "--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides, *(["--resume"] if resume else [])]
+    command = train_command(["--ds_config", str(ds_config), "--config", str(preset_path(settings.preset)), *overrides,
+                             *(["--resume"] if resume else [])], settings.ranks, launcher=True)
     say(f"{stage}: {method}, {steps} steps on {settings.ranks} ranks{' (resumed)' if resume else ''} (log: {settings.work / 'logs' / (stage + '.log')})")
     started = time.time()
     partial_wall = out / "stage_wall_time.json"

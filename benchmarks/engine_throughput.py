@@ -1,4 +1,4 @@
-"""Step time through the DeepSpeed engine the trainer runs (issue 14): deepspeed.initialize on the
+"""Step time through the DeepSpeed engine the trainer runs: deepspeed.initialize on the
 method's module with the shipped ds_configs/zero3.json (ZeRO-3, bf16), then per step prepare_batch,
 engine forward, engine.backward, before_optimizer_step, engine.step, as trainer.Trainer.train. On 1 and
 2 ranks (processes started here; gloo on CPU, nccl on GPUs), the methods interleaved (one step of each
@@ -119,7 +119,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     from transformers import ElectraForMaskedLM
 
     from fast_electra_ds.config.ds_config import resolve_ds_config
-    from fast_electra_ds.models.main import electra_config, scaled_sizes
+    from fast_electra_ds.models.encoder import electra_config, scaled_sizes
     from fast_electra_ds.methods import METHODS as REGISTRY, StepContext, TokenInfo
 
     on_cuda = torch.cuda.is_available()

@@ -1,4 +1,4 @@
-"""The fault catalogue (issue 13): a tiny fp32 run on 2 CPU ranks through the deepspeed launcher, hurt
+"""The fault catalogue: a tiny fp32 run on 2 CPU ranks through the deepspeed launcher, hurt
 the ways a cluster or a user hurts a run, then resumed as a user would (`--resume`, nothing deleted by
 hand). Writes benchmarks/results/faults.{json,md}.
 
@@ -40,15 +40,9 @@ if __package__ in (None, ""):
 
 from benchmarks.common import RESULTS, markdown_table, publish  # noqa: E402
 from fast_electra_ds.metrics.logger import read_metrics  # noqa: E402
-from fast_electra_ds.runtime.process_group import free_port  # noqa: E402
+from fast_electra_ds.runtime.launch import launch_env, train_command  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def env() -> dict:
-    e = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    e.pop("RANK", None)
-    return e
 
 
 class Bench:
@@ -71,13 +65,9 @@ class Bench:
                 "train.export=false", *extra]
 
     def start(self, out: Path, *extra: str, ranks: int = 2, ds: Path | None = None) -> subprocess.Popen:
-        if ranks == 1:
-            command = [sys.executable, str(ROOT / "train.py")]
-        else:
-            command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(ROOT / "train.py")]
         resume = ["--resume"] if list((out / "checkpoints").glob("step_*/COMPLETE")) else []
         self.resuming = bool(resume)  # without a checkpoint yet, a relaunch starts over: resumed from step 0
-        job = subprocess.Popen(command + self.train_args(out, *extra, ds=ds) + resume, cwd=ROOT, env=env(),
+        job = subprocess.Popen(train_command(self.train_args(out, *extra, ds=ds) + resume, ranks), cwd=ROOT, env=launch_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.jobs.append(job)
         return job
@@ -171,16 +161,11 @@ class Bench:
 
     # --- setup ------------------------------------------------------------------------------------------
     def setup(self) -> None:
-        from fast_electra_ds.data.prepare import prepare
-        from fast_electra_ds.data.text import write_pydoc_corpus
-        from fast_electra_ds.data.tokenizer import train_tokenizer
+        from fast_electra_ds.data.tiny import prepare_tiny_corpus
 
         shutil.rmtree(self.work, ignore_errors=True)
         self.prep = self.work / "prep"
-        self.prep.mkdir(parents=True)
-        write_pydoc_corpus(self.prep / "pydoc.txt")
-        train_tokenizer([str(self.prep / "pydoc.txt")], self.prep / "tokenizer", vocab_size=2000)
-        prepare([str(self.prep / "pydoc.txt")], str(self.prep / "tokenizer"), self.prep / "data", workers=1, progress=False)
+        prepare_tiny_corpus(self.prep)
         ds = json.loads((ROOT / "ds_configs/zero3.json").read_text())
         ds["bf16"] = {"enabled": False}
         self.fp32 = self.work / "zero3_fp32.json"

@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="markdown table to write (and a .json beside it)")
     parser.add_argument("--geometry", type=int, default=0, metavar="N", help="also measure the states' geometry on N dev sentences")
     parser.add_argument("--corpus-data", help="the pre-training shards (fast-electra prepare's output): report the domain gap")
+    parser.add_argument("--no-probe", dest="probe", action="store_false", help="only the diagnostics (--geometry, --corpus-data)")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     tasks = {Path(d).name: (read_tsv(Path(d) / "train.tsv"), read_tsv(Path(d) / "dev.tsv")) for d in args.task}
@@ -169,11 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         name = model_dir.parent.name if model_dir.name == "hf" else model_dir.name
         for task, ((train_sentences, train_y), (dev_sentences, dev_y)) in tasks.items():
             majority = float(max(np.mean(dev_y == label) for label in np.unique(train_y)))
-            train_x, dev_x = features(tokenizer, encoder, train_sentences), features(tokenizer, encoder, dev_sentences)
             if args.geometry:
                 diagnostics["geometry"][task][name] = geometry(tokenizer, encoder, dev_sentences[:args.geometry])
             if corpus_counts is not None and task not in diagnostics["domain_gap"]:  # one tokenizer for the study's models
                 diagnostics["domain_gap"][task] = domain_gap(tokenizer, train_sentences + dev_sentences, corpus_counts)
+            if not args.probe:
+                continue
+            train_x, dev_x = features(tokenizer, encoder, train_sentences), features(tokenizer, encoder, dev_sentences)
             for pooling in POOLINGS:
                 result = probe(train_x[pooling], train_y, dev_x[pooling], dev_y)
                 results[task][f"{name} {pooling}"] = result | {"model": name, "pooling": pooling, "majority_baseline": majority}
@@ -182,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         command = "python benchmarks/probe.py " + " ".join(sys.argv[1:] if argv is None else argv)
         lines = ["Linear probe (frozen encoder; last hidden states mean-pooled or the first token's; logistic regression)", "",
-                 f"Command: `{command}`", "",
-                 "| task | model | pooling | probe dev accuracy | probe train accuracy | C | dev majority |", "|---|---|---|---|---|---|---|"]
+                 f"Command: `{command}`", ""]
+        if any(results.values()):
+            lines += ["| task | model | pooling | probe dev accuracy | probe train accuracy | C | dev majority |", "|---|---|---|---|---|---|---|"]
         for task, by_model in results.items():
             for r in by_model.values():
                 lines.append(f"| {task} | {r['model']} | {r['pooling']} | {r['dev_accuracy']:.4f} | {r['train_accuracy']:.4f} | {r['c']} "

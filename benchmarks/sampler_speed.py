@@ -1,4 +1,4 @@
-"""The replacement sampler, old against new, side by side in one process (issue 14): time per call of
+"""The replacement sampler, old against new, side by side in one process: time per call of
 drawing one token per masked position from Softmax(logits / T) and taking the aux model's argmax there,
 on 16-bit logits [rows x V].
 
@@ -28,7 +28,7 @@ SPECIALS = [0, 1, 2, 3, 4]
 
 
 def gumbel_reference(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The Gumbel-max draw models/sampling.py had before issue 14."""
+    """The Gumbel-max draw, the sampler models/sampling.py replaced."""
     logits = logits.float().clone()
     logits[:, SPECIALS] = float("-inf")
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device)

@@ -19,7 +19,7 @@ Every method runs with config.py's defaults (`--generator config`: ELECTRA's 1/4
 generator for the jointly trained ones), so methods compare as they train. `--generator aux` gives every
 jointly trained generator the aux model's size (depth 1/3, full width): the poster's "Original", which
 report.py uses for the Fast-vs-Original target. The
-"predicted" speed-up of a method over `electra` is FLOPs(electra) / FLOPs(method); the target (issue 5)
+"predicted" speed-up of a method over `electra` is FLOPs(electra) / FLOPs(method); the target
 is that `fast` is at least that much faster per step."""
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def make_runner(name: str, config: RunConfig, tokens: TokenInfo, device: torch.d
     deepspeed.initialize)."""
     from transformers import ElectraForMaskedLM
 
-    from fast_electra_ds.models.main import electra_config, scaled_sizes
+    from fast_electra_ds.models.encoder import electra_config, scaled_sizes
 
     if not (aux_dir / "config.json").is_file():
         sizes = scaled_sizes(config.model.sizes(), config.aux.depth_fraction, config.aux.hidden_fraction)
@@ -160,7 +160,7 @@ def run(methods: list[str] | None = None, preset: str = "small", seq_len: int = 
 
 def add_speedups(rows: dict[str, dict]) -> None:
     """Measured and predicted (FLOPs) speed-up per step of each method over electra, and whether the
-    measured one reaches the prediction (issue 5: "Fast faster than Electra per step by at least the
+    measured one reaches the prediction (the target: "Fast faster than Electra per step by at least the
     FLOPs ratio predicts")."""
     base = rows.get("electra")
     for name, m in rows.items():

@@ -81,12 +81,15 @@ def run(args: argparse.Namespace) -> int:
     from .runtime.resources import check_out_dir_writable
     from .runtime.run_lock import hold_run_lock
     from .config.run_config import load_config, load_ds_config
+    from .config.validate import validate_config
+    from .methods import METHODS
     from .runtime.process_group import explain_op_builds, init_process_group, quiet_known_warnings
 
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
 
     config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
+    validate_config(config, METHODS)
     ds_config = load_ds_config(args.ds_config)
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
@@ -116,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
         # Rank 0 exports on CPU while the others wait in the final barrier, bounded by the process
         # group's timeout (DeepSpeed's default: 30 min). Leaving the group before the export instead
         # made a rank that exited while rank 0 still exported abort at exit ("terminate called without
-        # an active exception", tests/integration/test_zero3_pipeline.py's resume, 2026-12-03), and
-        # the launcher then killed rank 0.
+        # an active exception"), and the launcher then killed rank 0.
         if rank == 0 and result["finished"] and config.train.export:
             from .export.exporter import export
 

@@ -1,5 +1,6 @@
-"""Check train.py's arguments the way train.py does (config YAML, DeepSpeed JSON, overrides) without
-starting anything, and print the absolute train.out_dir. A mistake is one `error:` line, exit 2.
+"""Check train.py's arguments the way train.py does (config YAML, DeepSpeed JSON, overrides, the whole
+config checked by config/validate.py) without starting anything, and print the absolute
+train.out_dir. A mistake is one `error:` line, exit 2.
 
     python launcher/preflight.py --ds_config ds_configs/zero3.json --config configs/tiny.yaml train.out_dir=runs/x
 """
@@ -13,10 +14,13 @@ from fast_electra_ds.errors import run_guarded  # noqa: E402
 
 def check(argv: list[str]) -> int:
     from fast_electra_ds.config.run_config import load_config, load_ds_config
+    from fast_electra_ds.config.validate import validate_config
+    from fast_electra_ds.methods import METHODS
     from fast_electra_ds.train import parse_args
 
     args = parse_args(argv)
     config = load_config(args.config, args.overrides)
+    validate_config(config, METHODS)
     load_ds_config(args.ds_config)
     print(Path(config.train.out_dir).resolve())
     return 0

@@ -50,26 +50,18 @@ class Runs:
         self.tokenizer = work / "tokenizer"
 
     def prepare(self) -> None:
-        from fast_electra_ds.data.prepare import prepare
-        from fast_electra_ds.data.text import write_pydoc_corpus
-        from fast_electra_ds.data.tokenizer import train_tokenizer
+        from fast_electra_ds.data.tiny import prepare_tiny_corpus
 
-        corpus = self.work / "corpus.txt"
-        write_pydoc_corpus(corpus)
-        train_tokenizer([str(corpus)], self.tokenizer, vocab_size=2000)
-        prepare([str(corpus)], str(self.tokenizer), self.data, workers=1, progress=False)
+        prepare_tiny_corpus(self.work)
 
     def train(self, name: str, out_dir: Path, *overrides: str, ranks: int = 1, ds_config: str | Path = "zero3.json",
               timeout: float = 600, extra_env: dict[str, str] | None = None) -> dict:
         """One train.py run; returns its `done` record (raises with the log's tail if it failed)."""
         args = ["--ds_config", str(ds_config), "--config", str(ROOT / "configs/tiny.yaml"), f"data.path={self.data}",
                 f"data.tokenizer={self.tokenizer}", f"train.out_dir={out_dir}", "train.log_every=1", *overrides]
-        if ranks == 1:
-            command = [sys.executable, str(ROOT / "train.py"), *args]
-        else:
-            from fast_electra_ds.runtime.process_group import free_port
+        from fast_electra_ds.runtime.launch import train_command
 
-            command = ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
+        command = train_command(args, ranks)
         log = self.logs / f"{name}.log"
         with log.open("w") as out:
             completed = subprocess.run(command, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=out, stderr=subprocess.STDOUT,
@@ -194,7 +186,7 @@ def _optimizer(device, aux: Path) -> list[dict]:
     from fast_electra_ds.config.run_config import RunConfig, load_ds_config
     from fast_electra_ds.runtime.device import prebuilt_fused_adam
     from fast_electra_ds.config.ds_config import resolve_ds_config
-    from fast_electra_ds.models.main import build_model, electra_config
+    from fast_electra_ds.models.encoder import build_model, electra_config
 
     _init_single_rank()
     config = RunConfig()
@@ -225,7 +217,7 @@ def _attention(device, aux: Path) -> list[dict]:
 
     from fast_electra_ds.config.run_config import RunConfig
     from fast_electra_ds.data.unpadded import unpadded_mask
-    from fast_electra_ds.models.main import build_model, electra_config
+    from fast_electra_ds.models.encoder import build_model, electra_config
 
     config = RunConfig()
     config.model.preset = "small"

@@ -3,7 +3,7 @@
 Packed sequences have no padding, yet a mask passed to SDPA rules out its flash kernel. Transformers
 drops an all-ones mask itself only by reading it (a device-to-host sync in every forward) and never
 under torch.compile. So a batch known on the host to have no padding carries a stride-0 ones mask:
-everything reads it as the ones it is, and the models (models/main.py) see it without reading the
+everything reads it as the ones it is, and the models (models/encoder.py) see it without reading the
 device and give attention no mask."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ The `mlm` method with the auxiliary model's sizes (`aux.*_fraction` of the main 
 ELECTRA's corruption rates (`masking.*`)."""
 from __future__ import annotations
 
-from ..models.main import scaled_sizes
+from ..models.encoder import scaled_sizes
 from .base import register
 from .mlm import MaskedLM
 

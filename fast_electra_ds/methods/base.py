@@ -25,7 +25,7 @@ from transformers import ElectraConfig
 
 from ..config.run_config import RunConfig
 from ..errors import UserError
-from ..models.main import electra_config
+from ..models.encoder import electra_config
 from ..metrics.pairs import Metrics
 from .masking import corrupt_inputs, maskable_positions, select_positions
 

@@ -35,7 +35,7 @@ from transformers import ElectraForPreTraining
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from ..errors import UserError
 from ..models.early_exit import EarlyExitDiscriminator
-from ..models.main import build_model
+from ..models.encoder import build_model
 from ..metrics.pairs import Metrics
 from .base import Method, StepContext, register, weight_decay_groups
 from .skipped_groups import SkippedGroups, named_groups

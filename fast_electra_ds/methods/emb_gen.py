@@ -25,7 +25,7 @@ from ..accounting.flops import encoder_forward_flops, rtd_head_flops, training_f
 from ..errors import UserError
 from ..models.embedding_generator import (EmbeddingGeneratorRTD, check_neighbour_count, copy_into_embeddings, full_table,
                                           load_embedding_table, nearest_neighbours)
-from ..models.main import build_model
+from ..models.encoder import build_model
 from ..metrics.pairs import Metrics
 from .base import Method, StepContext, register
 from .fast import replacement_labels

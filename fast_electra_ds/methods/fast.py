@@ -11,7 +11,7 @@ from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_f
 from ..errors import UserError
 from ..models.aux import FrozenAux, load_frozen_aux
 from ..models.corrective_lm import corrective_lm_head, masked_lm_view
-from ..models.main import build_model
+from ..models.encoder import build_model
 from ..models.sampling import sample_and_argmax
 from ..models.pretraining import ReplacedTokenDetection
 from ..metrics.pairs import Metrics, ratio

@@ -11,7 +11,7 @@ import torch
 from transformers import ElectraConfig, ElectraForMaskedLM, PreTrainedModel
 
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, training_flops
-from ..models.main import build_model, electra_config, scaled_sizes
+from ..models.encoder import build_model, electra_config, scaled_sizes
 from ..models.pretraining import JointGenerator
 from ..metrics.pairs import Metrics
 from ..errors import UserError

@@ -12,7 +12,7 @@ import torch
 from transformers import ElectraConfig, ElectraForMaskedLM
 
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, training_flops
-from ..models.main import build_model, electra_config
+from ..models.encoder import build_model, electra_config
 from ..models.pretraining import MaskedLanguageModel
 from ..metrics.pairs import Metrics
 from .base import Method, StepContext, register

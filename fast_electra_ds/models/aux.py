@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForMaskedLM, PreTrainedModel
 
 from ..errors import UserError
-from .main import attend_without_unpadded_mask
+from .encoder import attend_without_unpadded_mask
 from .sampling import sample_and_argmax
 
 

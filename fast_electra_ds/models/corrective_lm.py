@@ -38,7 +38,7 @@ from transformers.models.electra.modeling_electra import ElectraGeneratorPredict
 
 from ..config.run_config import ModelConfig
 from ..metrics.pairs import Metrics, ratio
-from .main import is_partitioned
+from .encoder import is_partitioned
 from .vocab_loss import copy_mechanism_scores, vocab_log_probs
 
 DEFAULT_WEIGHT = 1 / 50  # COCO-LM: CLM loss weight 1 beside binary_loss_weight 50

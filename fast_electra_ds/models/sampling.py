@@ -2,7 +2,7 @@
 Softmax(logits / T), by a blocked inverse CDF.
 
 Why not torch.multinomial or Gumbel-max: both draw one random number per vocabulary entry (multinomial
-draws Exp(1) noise over the whole row), which cost 5x the aux model's forward at `small` (issue 14).
+draws Exp(1) noise over the whole row), which cost 5x the aux model's forward at `small`.
 The inverse CDF needs one uniform per row. Its precision problem is the CDF: a float32 cumsum over
 30k-128k entries carries an error of the order of the small probabilities themselves, and a float32
 uniform cannot pick tokens rarer than 2^-24. So the CDF is two-level: float32 sums of blocks of

@@ -1,4 +1,4 @@
-"""Vocabulary-head losses without a [rows x V] logits tensor (issue 14): the output layer (hidden ->
+"""Vocabulary-head losses without a [rows x V] logits tensor: the output layer (hidden ->
 vocabulary, a Linear) and the log-softmax run over chunks of rows; backward recomputes each chunk's
 logits.
 

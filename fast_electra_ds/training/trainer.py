@@ -17,6 +17,7 @@ import torch.distributed as dist
 from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
+from ..config.validate import validate_config
 from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
 from ..data.prefetch import Prefetcher
 from ..data.tokenizer import load_tokenizer
@@ -28,7 +29,7 @@ from ..metrics.tracker import TrainingMetrics
 from ..metrics.validation import Validator
 from .divergence import DivergenceGuard, stop_diverged, weights_are_finite
 from .loss_scale import end_applied_step, schedule_clock
-from ..models.main import is_partitioned, local_and_total_numel
+from ..models.encoder import is_partitioned, local_and_total_numel
 from ..runtime.process_group import scheduler_built_quietly
 from ..methods import METHODS, Method, StepContext, TokenInfo
 
@@ -114,20 +115,13 @@ class Trainer:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.device = bind_device()  # train.py bound it before the first collective; the same answer here
 
-        if not config.data.tokenizer:
-            raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")
-        if not config.data.path:
-            raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare, or Megatron .bin/.idx prefixes>")
+        validate_config(config, METHODS)  # train.py did before the process group; a direct caller gets the same checks
         self.tokenizer = load_tokenizer(config.data.tokenizer)
         self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
-        if config.data.seq_len > config.model.max_position_embeddings:
-            raise UserError(f"data.seq_len {config.data.seq_len} exceeds model.max_position_embeddings {config.model.max_position_embeddings}", "lower data.seq_len or raise model.max_position_embeddings")
         ids = self.dataset.special_ids
         self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
                                 sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
                                 unigram_entropy=self.dataset.unigram_entropy())
-        if config.method not in METHODS:
-            raise UserError(f"unknown method {config.method!r}", f"use one of {', '.join(sorted(METHODS))}")
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
         train_indices, val_indices = validation_split(len(self.dataset), config.data.val_sequences)
         self.train_data = SampleSubset(self.dataset, train_indices)

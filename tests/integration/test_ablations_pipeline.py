@@ -6,8 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import launch
-from tests.integration.test_zero3_pipeline import common, metrics
+from tests.helpers import common, launch, metrics
 
 pytestmark = pytest.mark.integration
 

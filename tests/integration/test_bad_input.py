@@ -2,29 +2,12 @@
 import json
 import shutil
 
-from transformers import ElectraConfig, ElectraForMaskedLM, ElectraForPreTraining
+import pytest
+from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-from tests.conftest import ROOT, run_cli, run_train_single
+from tests.helpers import ROOT, assert_user_error, run_cli, run_train_single, tiny_electra_config, train_args
 
-
-def assert_user_error(result, *fragments):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
-def train_args(prepared, out_dir, *extra, ds_config=None):
-    return ["--ds_config", str(ds_config or ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
-            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
-            "train.steps=2", *extra]
-
-
-def tiny_electra_config(vocab_size):
-    return ElectraConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=32, num_hidden_layers=1,
-                         num_attention_heads=1, intermediate_size=64, max_position_embeddings=128)
+pytestmark = pytest.mark.integration
 
 
 # --- text and shards ---------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, cpu_env, run_cli, run_train_single
+from tests.helpers import ROOT, cpu_env, run_cli, run_train_single
+
+pytestmark = pytest.mark.integration
 
 
 def assert_one_line(result, *fragments):

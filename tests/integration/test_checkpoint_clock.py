@@ -1,7 +1,11 @@
 """The wall-time checkpoint rule in a real run: with train.save_every off and a clock that is always
 due, every step checkpoints; the start line says the policy."""
+import pytest
+
 from fast_electra_ds import checkpointing as ckpt
-from tests.conftest import ROOT, run_train_single
+from tests.helpers import ROOT, run_train_single
+
+pytestmark = pytest.mark.integration
 
 
 def test_wall_time_rule_checkpoints_a_run(prepared, tmp_path):

@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import launch, run_cli
-from tests.integration.test_zero3_pipeline import common, metrics
+from tests.helpers import common, launch, metrics, run_cli
 
 pytestmark = pytest.mark.integration
 

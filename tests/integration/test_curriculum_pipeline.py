@@ -5,8 +5,7 @@ import json
 import pytest
 from transformers import ElectraForMaskedLM
 
-from tests.conftest import run_train_single
-from tests.integration.test_bad_input import assert_user_error, tiny_electra_config, train_args
+from tests.helpers import assert_user_error, run_train_single, tiny_electra_config, train_args
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ import pytest
 
 from fast_electra_ds.checkpointing import checkpoint_root, complete_checkpoints
 from fast_electra_ds.checkpointing.layout import LATEST
-from tests.conftest import run_train_single
-from tests.integration.test_zero3_pipeline import common
+from tests.helpers import run_train_single
+from tests.helpers import common
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,7 @@ import shutil
 import pytest
 import torch
 
-from tests.conftest import launch
-from tests.integration.test_zero3_pipeline import common, metrics
+from tests.helpers import common, launch, metrics
 
 pytestmark = pytest.mark.integration
 

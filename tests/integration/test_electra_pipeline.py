@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import launch, run_cli
-from tests.integration.test_zero3_pipeline import common, metrics
+from tests.helpers import common, launch, metrics, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +84,7 @@ def test_resume_on_another_number_of_ranks_continues_closely(prepared, electra_r
     run's (not equal: 1 rank sees half the global batch, and no rank's RNG state carries over)."""
     import shutil
 
-    from tests.conftest import run_train_single
+    from tests.helpers import run_train_single
 
     shutil.copytree(electra_run, tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("hf", "step_00000030", "latest"))
     reference = {r["step"]: r for r in metrics(electra_run)}

@@ -8,9 +8,8 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import ROOT, cpu_env, free_port, launch, run_cli, run_train_single
-from tests.integration.test_bad_input import assert_user_error
-from tests.integration.test_zero3_pipeline import common, metrics
+from fast_electra_ds.runtime.launch import deepspeed_command
+from tests.helpers import ROOT, assert_user_error, common, cpu_env, launch, metrics, run_cli, run_train_single
 
 pytestmark = pytest.mark.integration
 
@@ -32,8 +31,7 @@ def save_pretrained_discriminator(path, vocab_size=120, embedding_size=64):
 def probe(tmp_path_factory):
     root = tmp_path_factory.mktemp("emb_gen_probe")
     pretrained = save_pretrained_discriminator(root / "pretrained")
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()),
-               str(ROOT / "tests/integration/emb_gen_zero3_probe.py"), str(root), str(root / "pretrained")]
+    command = deepspeed_command(ROOT / "tests/integration/emb_gen_zero3_probe.py", [str(root), str(root / "pretrained")], ranks=2)
     result = subprocess.run(command, cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, "\n".join((result.stdout + result.stderr).splitlines()[-40:])
     return pretrained, [json.loads((root / f"rank{r}.json").read_text()) for r in range(2)]

@@ -3,8 +3,8 @@ exit ("terminate called without an active exception" came from a thread still in
 the interpreter exited). A few minutes on 2 loaded CPU cores."""
 import pytest
 
-from tests.conftest import launch
-from tests.integration.test_zero3_pipeline import common
+from tests.helpers import launch
+from tests.helpers import common
 
 pytestmark = pytest.mark.integration
 

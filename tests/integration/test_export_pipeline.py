@@ -3,8 +3,11 @@ pipeline on a text far longer than the model's positions, and the model card."""
 import json
 
 import numpy as np
+import pytest
 
-from tests.conftest import run_train_single
+from tests.helpers import run_train_single
+
+pytestmark = pytest.mark.integration
 
 
 def test_launch_line_export_model_card_and_pipeline(prepared, tmp_path):

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT, cpu_env
+from tests.helpers import ROOT, cpu_env
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The `deepspeed` launcher killed as a user or scheduler would (issue 13): kill -9 of the runner leaves
+"""The `deepspeed` launcher killed as a user or scheduler would: kill -9 of the runner leaves
 no orphan rank, SIGTERM to it makes the ranks checkpoint and exit, and a second job on the same
 train.out_dir refuses with one line while the first runs."""
 import json
@@ -8,15 +8,9 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, cpu_env, free_port, run_train_single
-from tests.integration.test_zero3_pipeline import common
+from tests.helpers import common, run_train_single, start
 
 pytestmark = pytest.mark.integration
-
-
-def start(args):
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
-    return subprocess.Popen(command, cwd=ROOT, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def steps_logged(run):

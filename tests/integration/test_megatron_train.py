@@ -5,12 +5,15 @@ import math
 import re
 
 import numpy as np
+import pytest
 import torch
 
 from fast_electra_ds.data.prepare import import_indexed_dataset
 from fast_electra_ds.data.text import iter_documents
 from fast_electra_ds.data.tokenizer import load_tokenizer
-from tests.conftest import ROOT, run_train_single
+from tests.helpers import ROOT, run_train_single
+
+pytestmark = pytest.mark.integration
 
 
 def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):

@@ -4,8 +4,12 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import fast_electra_ds
-from tests.conftest import ROOT, cpu_env
+from tests.helpers import ROOT, cpu_env
+
+pytestmark = pytest.mark.integration
 
 NOT_SOURCE = shutil.ignore_patterns(".git", "runs", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "DeepSpeedJobName")
 

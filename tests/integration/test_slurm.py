@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cpu_env, free_port
+from tests.helpers import ROOT, cpu_env, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 

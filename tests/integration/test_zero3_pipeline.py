@@ -3,26 +3,15 @@ stage 2 (fast) under ZeRO-3, resume, export."""
 import csv
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import ROOT, launch
+from tests.helpers import ROOT, common, launch, metrics, start
 
 pytestmark = pytest.mark.integration
 
 STEPS = 30
-
-
-def common(prepared, out_dir, *extra, ds_config: Path = ROOT / "ds_configs/zero3.json"):
-    return ["--ds_config", str(ds_config), "--config", str(ROOT / "configs/tiny.yaml"),
-            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
-            "train.log_every=1", *extra]
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +148,10 @@ def test_killed_rank_gives_one_line_error_and_resumable_checkpoints(prepared, au
     import time
 
     from fast_electra_ds.checkpointing import resolve_checkpoint
-    from tests.conftest import cpu_env, free_port
 
     args = common(prepared, tmp_path, "method=fast", f"aux.path={aux_run / 'hf'}", "train.steps=100000", "train.save_every=3",
                   "train.keep_last=2")
-    command = ["deepspeed", "--num_gpus", "2", "--master_port", str(free_port()), str(ROOT / "train.py"), *args]
-    job = subprocess.Popen(command, cwd=ROOT, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = start(args)
     try:
         deadline = time.time() + 240
         while not list((tmp_path / "checkpoints").glob("step_*/COMPLETE")) and time.time() < deadline:

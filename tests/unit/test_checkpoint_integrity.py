@@ -1,4 +1,4 @@
-"""Checkpoints verify themselves (issue 13): manifests with size and CRC-32 of every file, `--resume`
+"""Checkpoints verify themselves: manifests with size and CRC-32 of every file, `--resume`
 falling back from a damaged checkpoint to the newest intact one with one warning line, re-saves that
 swap rather than delete, RNG state without pickle, disk-full and missing-RNG errors in one line.
 The DeepSpeed engine is stood in for by one that writes files the way it names them."""
@@ -17,7 +17,7 @@ from fast_electra_ds import checkpointing as ckpt
 from fast_electra_ds.checkpointing import rng
 from fast_electra_ds.checkpointing import save as saving
 from fast_electra_ds.errors import UserError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 pytestmark = pytest.mark.usefixtures("world_of_one")

@@ -6,7 +6,7 @@ from transformers import ElectraForPreTraining
 from fast_electra_ds.training.compile import compile_blocks, transformer_blocks
 from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.models.corrective_lm import corrective_lm_head
-from fast_electra_ds.models.main import build_model, electra_config
+from fast_electra_ds.models.encoder import build_model, electra_config
 from fast_electra_ds.models.pretraining import ReplacedTokenDetection
 
 

@@ -3,8 +3,9 @@ import pytest
 
 from fast_electra_ds import checkpointing as ckpt
 from fast_electra_ds.config.run_config import RunConfig, load_config
+from fast_electra_ds.config.validate import validate_config
 from fast_electra_ds.errors import UserError
-from fast_electra_ds.models.main import scaled_sizes
+from fast_electra_ds.models.encoder import scaled_sizes
 from fast_electra_ds.config.ds_config import resolve_ds_config
 
 
@@ -86,3 +87,32 @@ def test_incomplete_checkpoint_is_never_the_latest(tmp_path):
         ckpt.resolve_checkpoint(root / ckpt.tag_for(30))
     with pytest.raises(UserError, match="no complete checkpoint"):
         ckpt.resolve_checkpoint(tmp_path / "elsewhere")
+
+
+def valid_config() -> RunConfig:
+    return load_config(["tiny"], ["data.path=shards", "data.tokenizer=tokenizer", "method=electra"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.path=", "data.path is empty"),
+    ("data.tokenizer=", "data.tokenizer is empty"),
+    ("data.seq_len=4096", "data.seq_len 4096 exceeds model.max_position_embeddings 128"),
+    ("method=nope", "unknown method 'nope'"),
+])
+def test_the_whole_config_is_checked_before_anything_starts(override, message):
+    validate_config(valid_config(), ["electra", "fast"])
+    config = load_config(["tiny"], ["data.path=shards", "data.tokenizer=tokenizer", "method=electra", override])
+    with pytest.raises(UserError, match=message):
+        validate_config(config, ["electra", "fast"])
+
+
+def test_preflight_catches_what_the_trainer_caught_after_the_process_group(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, assert_user_error, cpu_env
+
+    result = subprocess.run([sys.executable, str(ROOT / "launcher/preflight.py"), "--ds_config", "zero3", "--config", "tiny",
+                             "data.path=shards", "data.tokenizer=tokenizer", f"train.out_dir={tmp_path}", "method=nope"],
+                            cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, timeout=300)
+    assert_user_error(result, "unknown method 'nope'", "fast")

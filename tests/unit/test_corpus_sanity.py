@@ -4,7 +4,7 @@ while a few undecodable bytes (Latin-1 in a UTF-8 corpus) stay accepted and coun
 import json
 import random
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def one_error(result, *fragments):

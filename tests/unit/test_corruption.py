@@ -8,6 +8,7 @@ from fast_electra_ds.methods.curriculum import temperature
 from fast_electra_ds.methods.fast import replacement_labels
 from fast_electra_ds.methods.masking import corrupt_inputs, maskable_positions, select_positions
 from fast_electra_ds.models.sampling import gumbel_max_sample, sample_with_temperature
+from tests.method_helpers import chi_square_p_value
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]
@@ -68,15 +69,6 @@ def test_temperature_schedule_values():
     values = [temperature(u / 10, 2.0, 0.1) for u in range(11)]
     assert all(a > b for a, b in zip(values, values[1:]))  # annealing: strictly decreasing towards 1
     assert values[-1] == pytest.approx(1.0, abs=1e-4)
-
-
-def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    """Pearson's chi-square goodness of fit; the p-value is the chi-square survival function,
-    Q(k/2, x/2) (regularised upper incomplete gamma)."""
-    expected = probs.double() * counts.sum().double()
-    statistic = ((counts.double() - expected) ** 2 / expected).sum()
-    dof = torch.tensor(len(counts) - 1, dtype=torch.float64)
-    return torch.special.gammaincc(dof / 2, statistic / 2).item()
 
 
 def test_sampler_at_temperature_one_follows_the_distribution():

@@ -13,7 +13,7 @@ from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.methods.curriculum import T_MAX, Curriculum, temperature
 from fast_electra_ds.models.aux import FrozenAux
 from fast_electra_ds.models.sampling import sample_and_argmax
-from tests.unit.test_joint_methods import batch, config
+from tests.method_helpers import batch, config
 
 SPECIAL = [0, 1, 2, 3, 4]
 VOCAB = 3000

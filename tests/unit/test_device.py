@@ -69,7 +69,7 @@ def test_slurm_task_env_names_the_gpu_the_task_sees(visible, local_rank):
     import os
     import subprocess
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
     env.update(SLURM_PROCID="3", SLURM_NTASKS="4", SLURM_LOCALID="3", SLURM_NTASKS_PER_NODE="4(x1)", MASTER_ADDR="127.0.0.1", MASTER_PORT="1")

@@ -17,8 +17,7 @@ from fast_electra_ds.methods.adaptive_exit import draw_exit, exit_generator, upd
 from fast_electra_ds.methods.early_exit_disc import next_active_sections
 from fast_electra_ds.models.sampling import gumbel_max_sample
 from fast_electra_ds.methods.skipped_groups import SkippedGroups
-from tests.unit.test_corruption import chi_square_p_value
-from tests.unit.test_joint_methods import TOKENS, batch, config
+from tests.method_helpers import TOKENS, batch, chi_square_p_value, config
 
 ADAPTIVE = ["model.num_hidden_layers=4", "early_exit.exits=2,4", "early_exit.initial_p=0.5,0.5", "early_exit.exit_loss_weights=1,3"]
 DISC = ["model.num_hidden_layers=4", "early_exit.sections=1,2,3,4"]

@@ -8,7 +8,7 @@ from fast_electra_ds.config.run_config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.embedding_generator import embedding_pull_loss, nearest_neighbours
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")
 SPECIALS = TOKENS.special_ids

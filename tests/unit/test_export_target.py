@@ -6,7 +6,7 @@ import pytest
 
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.export.exporter import EXPORT_MARKER, check_out_dir, install_export
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def finished_export(path, files=("config.json", "model.safetensors", "generator/config.json")):

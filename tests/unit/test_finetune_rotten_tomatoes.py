@@ -57,7 +57,7 @@ def test_split_is_deterministic_and_disjoint(glue_dir, tmp_path):
 
 
 def test_cli_writes_the_glue_layout(tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     result = run_cli(["glue-data", "rotten-tomatoes", str(tmp_path / "glue")])
     assert result.returncode == 0, result.stderr

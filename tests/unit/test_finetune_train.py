@@ -8,7 +8,7 @@ import pytest
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.finetune import run, run_tasks
 from fast_electra_ds.finetune.rotten_tomatoes import write_sst2
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 # A randomly initialised model (no pre-training): nothing below the head is worth protecting, so no
 # layer-wise decay, and a high LR. initializer_range 0.1 instead of ELECTRA's 0.02 lets the signal

@@ -85,7 +85,7 @@ def test_columnar_input_errors(tmp_path, monkeypatch):
 
 
 def test_prepare_cli_one_line_error_for_a_missing_column(prepared, tmp_path):
-    from tests.conftest import run_cli
+    from tests.helpers import run_cli
 
     pa.parquet.write_table(pa.Table.from_pylist(ROWS[:3]), tmp_path / "t.parquet")
     result = run_cli(["prepare", "--input", str(tmp_path / "t.parquet"), "--tokenizer", str(prepared["tokenizer"]), "--out", str(tmp_path / "out")])

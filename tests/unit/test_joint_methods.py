@@ -7,20 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fast_electra_ds.config.run_config import load_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.pretraining import copy_mechanism_log_probs, copy_mechanism_predictions
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.models.sampling import gumbel_max_sample
-from tests.conftest import ROOT
-from tests.unit.test_corruption import chi_square_p_value
+from tests.method_helpers import TOKENS, batch, chi_square_p_value, config
 
-TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")
 JOINT = ["electra", "electra-15", "replace-mlm", "all-tokens-mlm"]
-
-
-def config(*overrides):
-    return load_config([str(ROOT / "configs/tiny.yaml")], ["model.dropout=0.0", *overrides])
 
 
 def method(name, *overrides):
@@ -31,15 +24,6 @@ def build(name, *overrides, seed=0):
     torch.manual_seed(seed)
     m = method(name, *overrides)
     return m, m.build_model(None)
-
-
-def batch(rows=8, length=32, padding=4, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 40, (rows, length), generator=g)
-    ids[:, 0] = TOKENS.cls_id
-    ids[:, length - padding - 1] = TOKENS.sep_id
-    ids[:, length - padding:] = TOKENS.pad_id
-    return {"input_ids": ids, "attention_mask": (ids != TOKENS.pad_id).long()}
 
 
 def ctx(step=0, seed=0):

@@ -10,7 +10,7 @@ from fast_electra_ds.config.run_config import load_config, load_ds_config
 from fast_electra_ds.config.ds_config import resolve_ds_config
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.train import parse_args
-from tests.conftest import ROOT, cpu_env
+from tests.helpers import ROOT, cpu_env
 
 SHIPPED_JSON = sorted((ROOT / "ds_configs").glob("*.json"))
 

@@ -8,7 +8,7 @@ from transformers import ElectraConfig, ElectraForPreTraining
 from fast_electra_ds.data.dataset import RankBatches
 from fast_electra_ds.data.prefetch import Prefetcher
 from fast_electra_ds.data.unpadded import is_unpadded_mask
-from fast_electra_ds.models.main import build_model
+from fast_electra_ds.models.encoder import build_model
 
 SEQ = 8
 

@@ -10,7 +10,7 @@ import textwrap
 import torch
 
 from fast_electra_ds.runtime.process_group import SCHEDULER_NOT_STARTED, scheduler_built_quietly
-from tests.conftest import ROOT, cpu_env
+from tests.helpers import ROOT, cpu_env
 
 # A real op through DeepSpeed's builder and torch's JIT compiler, small enough to compile in seconds.
 BUILD = textwrap.dedent('''

@@ -1,4 +1,4 @@
-"""Guards around a run (issue 13): train.out_dir must be writable before anything is built, one job
+"""Guards around a run: train.out_dir must be writable before anything is built, one job
 per train.out_dir (a run lock with stale-lock detection), and ranks that die with their launcher."""
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 from fast_electra_ds.runtime import run_lock
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.runtime.resources import check_out_dir_writable
-from tests.conftest import ROOT, run_train_single
+from tests.helpers import ROOT, run_train_single
 
 # --- train.out_dir writable ------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.training.trainer import SaveClock, StopSignal
-from tests.conftest import ROOT, cpu_env, free_port
+from tests.helpers import ROOT, cpu_env, free_port
 
 
 def test_a_default_run_checkpoints_and_validates_on_its_way():

@@ -1,0 +1,40 @@
+"""The launch line of a training run, written once for the tests, benchmarks and scripts: the
+deepspeed launcher on N ranks with a free rendezvous port (`deepspeed --num_gpus N --master_port P
+train.py ARGS`), or one process without a launcher (`python train.py ARGS`), and the environment its
+processes get."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from .process_group import RENDEZVOUS_VARIABLES, free_port
+
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"  # the source checkout's entry point
+
+
+def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[str]:
+    """`deepspeed --num_gpus <ranks> --master_port <a free port> <script> <args>`."""
+    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(script), *args]
+
+
+def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> list[str]:
+    """train.py with `args` on `ranks` ranks through the deepspeed launcher; one rank runs as a plain
+    `python train.py` unless `launcher`."""
+    if ranks == 1 and not launcher:
+        return [sys.executable, str(TRAIN_SCRIPT), *args]
+    return deepspeed_command(TRAIN_SCRIPT, args, ranks)
+
+
+def launch_env(cpu: bool = True, keep_set: bool = False, **extra: str) -> dict[str, str]:
+    """This process's environment for a run it starts: output unbuffered, no rendezvous variables of
+    its own (or its caller's) passed on (a launcher sets them for its ranks; a single process would
+    otherwise rendezvous on a port already in use); with `cpu`, DeepSpeed's CPU accelerator and one
+    OpenMP thread per rank (where `keep_set`, values already in the environment win)."""
+    env = {key: value for key, value in os.environ.items() if key not in RENDEZVOUS_VARIABLES}
+    env["PYTHONUNBUFFERED"] = "1"
+    if cpu:
+        for key, value in (("DS_ACCELERATOR", "cpu"), ("OMP_NUM_THREADS", "1")):
+            env[key] = env.get(key, value) if keep_set else value
+    env.update(extra)
+    return env

@@ -1,0 +1,81 @@
+"""What the tests share besides fixtures (tests/conftest.py): running the product as a user does
+(train.py through the deepspeed launcher or on one process, `fast-electra ...`), the arguments of a
+tiny run, reading its metrics, and checking a one-line user error."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from fast_electra_ds.runtime.launch import launch_env, train_command
+from fast_electra_ds.runtime.process_group import free_port  # noqa: F401 (tests take free ports from here)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_env() -> dict:
+    # W&B offline: tests never reach a network (and a run with W&B on must work without one).
+    return launch_env(cpu=True, WANDB_MODE="offline", WANDB_SILENT="true")
+
+
+def launch(args: list[str], ranks: int = 2, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`deepspeed --num_gpus <ranks> train.py <args>` on CPU ranks (gloo)."""
+    result = subprocess.run(train_command(args, ranks, launcher=True), cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+        raise AssertionError(f"launch failed ({result.returncode}):\n{tail}")
+    return result
+
+
+def start(args: list[str], ranks: int = 2) -> subprocess.Popen:
+    """The same launch, left running: output (stdout and stderr together) on the returned job's stdout."""
+    return subprocess.Popen(train_command(args, ranks, launcher=True), cwd=ROOT, env=cpu_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`fast-electra <args>` as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "fast_electra_ds.cli", *args], cwd=ROOT, env=cpu_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_train_single(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python train.py <args>`: one process, no launcher."""
+    return subprocess.run(train_command(args, ranks=1), cwd=ROOT, env=cpu_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def common(prepared, out_dir, *extra, ds_config: Path = ROOT / "ds_configs/zero3.json") -> list[str]:
+    """The arguments of a tiny run on the prepared pydoc corpus, logging every step."""
+    return ["--ds_config", str(ds_config), "--config", str(ROOT / "configs/tiny.yaml"),
+            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
+            "train.log_every=1", *extra]
+
+
+def train_args(prepared, out_dir, *extra, ds_config=None) -> list[str]:
+    """The arguments of a 2-step run on the prepared pydoc corpus."""
+    return ["--ds_config", str(ds_config or ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+            f"data.path={prepared['data']}", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={out_dir}",
+            "train.steps=2", *extra]
+
+
+def tiny_electra_config(vocab_size: int):
+    """A one-layer Electra config (an aux model or pre-trained directory for a test to save)."""
+    from transformers import ElectraConfig
+
+    return ElectraConfig(vocab_size=vocab_size, embedding_size=32, hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=1, intermediate_size=64, max_position_embeddings=128)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+def assert_user_error(result, *fragments) -> None:
+    """Exit status 2, no traceback, one `error: ` line holding every fragment."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]

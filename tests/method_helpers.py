@@ -1,0 +1,35 @@
+"""What the unit tests of the methods share: a method run without the engine on the tiny config, its
+token ids (TOKENS), a padded batch, and the chi-square test of a sampler's draws."""
+from __future__ import annotations
+
+import torch
+
+from fast_electra_ds.config.run_config import RunConfig, load_config
+from fast_electra_ds.methods import TokenInfo
+from tests.helpers import ROOT
+
+TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")
+
+
+def config(*overrides: str) -> RunConfig:
+    """configs/tiny.yaml without dropout, with `overrides`."""
+    return load_config([str(ROOT / "configs/tiny.yaml")], ["model.dropout=0.0", *overrides])
+
+
+def batch(rows=8, length=32, padding=4, seed=0) -> dict[str, torch.Tensor]:
+    """Random ids between [CLS] and [SEP], then `padding` pad tokens per row."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 40, (rows, length), generator=g)
+    ids[:, 0] = TOKENS.cls_id
+    ids[:, length - padding - 1] = TOKENS.sep_id
+    ids[:, length - padding:] = TOKENS.pad_id
+    return {"input_ids": ids, "attention_mask": (ids != TOKENS.pad_id).long()}
+
+
+def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
+    """Pearson's chi-square goodness of fit; the p-value is the chi-square survival function,
+    Q(k/2, x/2) (regularised upper incomplete gamma)."""
+    expected = probs.double() * counts.sum().double()
+    statistic = ((counts.double() - expected) ** 2 / expected).sum()
+    dof = torch.tensor(len(counts) - 1, dtype=torch.float64)
+    return torch.special.gammaincc(dof / 2, statistic / 2).item()
