@@ -102,27 +102,39 @@ def final_validation(settings: study.Settings, stage: str) -> dict:
     return validated[-1] if validated else {}
 
 
+def compared_runs(settings: study.Settings, names: list[str]) -> list[tuple[str, str]]:
+    """(variant, precision) pairs to report: every variant at the run's precision, and at another precision
+    the study's own bf16 baselines beside them (the reference where no same-precision baseline ran)."""
+    runs = [(name, settings.precision) for name in names]
+    if settings.precision != "bf16":
+        runs += [(name, "bf16") for name in BASELINES]
+    return runs
+
+
 def summarise(settings: study.Settings, names: list[str], seeds: list[int], steps: int) -> dict:
-    """Per variant: the last validation of each seed's run, medians, and the ratio to electra's median gain."""
+    """Per run (variant and precision): the last validation of each seed, medians, and the ratio to electra's
+    median gain (at the same precision where that ran, else the study's bf16 electra)."""
     rows = {}
-    for name in names:
-        finals = {seed: final_validation(settings, stage_name(name, seed, settings.precision)) for seed in seeds}
+    for name, precision in compared_runs(settings, names):
+        finals = {seed: final_validation(settings, stage_name(name, seed, precision)) for seed in seeds}
         finals = {seed: f for seed, f in finals.items() if f}
         if not finals:
             continue
-        finished = [seed for seed in finals if study.done(settings.work, stage_name(name, seed, settings.precision))]
-        rows[name] = {"method": ALL[name].method, "hypothesis": ALL[name].hypothesis, "change": ALL[name].notes,
-                      "overrides": list(ALL[name].overrides), "seeds": sorted(finals), "finished_seeds": sorted(finished),
-                      "last_step": {str(s): f["step"] for s, f in finals.items()},
-                      **{key: statistics.median(f[key] for f in finals.values()) for key in CURVE_KEYS},
-                      "per_seed": {str(s): {key: f[key] for key in CURVE_KEYS} for s, f in finals.items()}}
-    reference = rows.get("electra", {}).get("val_rtd_context_gain")
+        finished = [seed for seed in finals if study.done(settings.work, stage_name(name, seed, precision))]
+        rows[stage_name(name, 1, precision)] = {
+            "variant": name, "precision": precision, "method": ALL[name].method, "hypothesis": ALL[name].hypothesis,
+            "change": ALL[name].notes, "overrides": list(ALL[name].overrides), "seeds": sorted(finals), "finished_seeds": sorted(finished),
+            "last_step": {str(s): f["step"] for s, f in finals.items()},
+            **{key: statistics.median(f[key] for f in finals.values()) for key in CURVE_KEYS},
+            "per_seed": {str(s): {key: f[key] for key in CURVE_KEYS} for s, f in finals.items()}}
+    same = stage_name("electra", 1, settings.precision)
+    reference = same if same in rows else "electra" if "electra" in rows else None
     for row in rows.values():
-        row["gain_over_electra"] = row["val_rtd_context_gain"] / reference if reference else None
-    return {"steps": steps, "global_batch": settings.global_batch, "rows": rows}
+        row["gain_over_electra"] = row["val_rtd_context_gain"] / rows[reference]["val_rtd_context_gain"] if reference else None
+    return {"steps": steps, "global_batch": settings.global_batch, "electra_reference": reference, "rows": rows}
 
 
-def render(summary: dict, command: str) -> str:
+def render(summary: dict, command: str, curves: str) -> str:
     header = ["run", "hypothesis", "change", "seeds (finished)", "last step", "val context gain (median)", "x electra",
               "val AUC", "val prior gap"]
     body = [[name, r["hypothesis"], r["change"], f"{len(r['seeds'])} ({len(r['finished_seeds'])})",
@@ -132,7 +144,8 @@ def render(summary: dict, command: str) -> str:
     return "\n".join([
         "Why Fast-ELECTRA lags ELECTRA: one change per run at the study's setting (last validation; a run with last step "
         f"below {summary['steps']} is still running)", "", markdown_table(header, body, digits=4), "",
-        f"- Command: `{command}`; curves: fidelity_curves.png (validation against main-model training tokens).",
+        f"- Command: `{command}`; curves: {curves} (validation against main-model training tokens; dashed: another precision).",
+        f"- x electra: over the median gain of `{summary['electra_reference']}`.",
         "- Context gain: nats of RTD loss the discriminator saves over a token-identity-only predictor on held-out "
         "sequences (metrics/learning.py); the bar for 'learned context' is 0.02."])
 
@@ -146,15 +159,17 @@ def plot(path: Path, settings: study.Settings, names: list[str], seeds: list[int
         return False
     tokens_per_step = settings.global_batch * settings.run_config().data.seq_len
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
-    for name in names:
+    for name, precision in compared_runs(settings, names):
         for seed in seeds:
-            records = [r for r in study.run_metrics(settings, stage_name(name, seed, settings.precision)) if "val_rtd_context_gain" in r]
+            records = [r for r in study.run_metrics(settings, stage_name(name, seed, precision)) if "val_rtd_context_gain" in r]
             if not records:
                 continue
             x = [r["step"] * tokens_per_step / 1e6 for r in records]
             style = dict(linewidth=2.5, color="black" if name == "electra" else "grey") if name in BASELINES else {}
+            if precision != settings.precision:
+                style["linestyle"] = "--"
             for ax, key in zip(axes, CURVE_KEYS):
-                ax.plot(x, [r[key] for r in records], marker=".", label=stage_name(name, seed, settings.precision), **style)
+                ax.plot(x, [r[key] for r in records], marker=".", label=stage_name(name, seed, precision), **style)
     for ax, key in zip(axes, CURVE_KEYS):
         ax.set_xlabel("main-model training tokens (M)")
         ax.set_title(key)
@@ -196,7 +211,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     base = "fidelity" if settings.precision == "bf16" else f"fidelity-{settings.precision}"
     (out / f"{base}.json").write_text(json.dumps({"command": command, "precision": settings.precision, **summary}, indent=1) + "\n")
-    text = render(summary, command)
+    text = render(summary, command, f"{base}_curves.png")
     (out / f"{base}.md").write_text(text + "\n")
     plot(out / f"{base}_curves.png", settings, names, seeds)
     print(text)
