@@ -23,8 +23,12 @@ class Divergence(UserError):
 
 
 class DivergenceGuard:
-    def __init__(self, device: torch.device, window: int, max_skipped_share: float):
+    def __init__(self, device: torch.device, window: int, max_skipped_share: float, loss_scaled: bool = True):
         self.device = device
+        # Only fp16's loss scaler skips a step for a good reason (an overflow it recovers from). Without
+        # one, DeepSpeed may still report a step with non-finite gradients as not applied, but the model
+        # is past saving: a non-finite loss is divergence whether or not the step was applied.
+        self.loss_scaled = loss_scaled
         self.max_skipped_share = max_skipped_share
         self.skipped: deque[bool] = deque(maxlen=window)
         self.nonfinite = torch.zeros((), device=device)
@@ -38,8 +42,8 @@ class DivergenceGuard:
         flag = self.nonfinite.reshape(1).clone()
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         self.nonfinite.zero_()
-        if flag.item() > 0 and applied:
-            return "the loss is not finite (nan or inf) and the update was applied"
+        if flag.item() > 0 and (applied or not self.loss_scaled):
+            return "the loss is not finite (nan or inf)" + (" and the update was applied" if applied else "")
         self.skipped.append(not applied)
         skipped = sum(self.skipped)
         if len(self.skipped) == self.skipped.maxlen and skipped > self.max_skipped_share * len(self.skipped):

@@ -239,7 +239,7 @@ class Trainer:
     def run_steps(self, batches: Prefetcher, signals_before_start: list[int]) -> dict[str, Any]:
         cfg = self.config.train
         stop = StopSignal(signals_before_start)
-        guard = DivergenceGuard(self.device, cfg.skipped_window, cfg.max_skipped_share)
+        guard = DivergenceGuard(self.device, cfg.skipped_window, cfg.max_skipped_share, loss_scaled=self.engine.fp16_enabled())
         save_clock = SaveClock(cfg.save_every_minutes)
         last_step = cfg.steps if not cfg.stop_after else min(cfg.steps, self.state.step + cfg.stop_after)
         logger = RunLogger(self.run_dir, self.rank, self.engine.monitor, cfg.steps, self.state.step, cfg.progress)

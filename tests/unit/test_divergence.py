@@ -21,6 +21,15 @@ def test_a_non_finite_loss_on_an_applied_step_is_divergence():
     assert "not finite" in guard.end_step(applied=True)
 
 
+def test_without_a_loss_scaler_a_non_finite_loss_is_divergence_even_on_a_skipped_step():
+    guard = DivergenceGuard(CPU, window=4, max_skipped_share=0.5, loss_scaled=False)  # bf16 / fp32
+    guard.see_loss(torch.tensor(float("nan")))
+    assert "not finite" in guard.end_step(applied=False)
+    scaled = DivergenceGuard(CPU, window=4, max_skipped_share=0.5, loss_scaled=True)  # fp16: a recoverable overflow
+    scaled.see_loss(torch.tensor(float("nan")))
+    assert scaled.end_step(applied=False) is None
+
+
 def test_skips_stop_the_run_only_past_the_share_of_a_full_window():
     guard = DivergenceGuard(CPU, window=4, max_skipped_share=0.5)
     guard.see_loss(torch.tensor(float("inf")))  # fp16: the scaler skipped it, the weights are untouched
