@@ -42,11 +42,14 @@ _PATH_FIXES = {
 }
 
 
+_SPACE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}  # a buffered write reports these with no path
+
+
 def path_error(err: OSError) -> UserError | None:
     """The one-line form of an OSError the user fixes by choosing another path or freeing space."""
     fix = _PATH_FIXES.get(err.errno)
-    if fix is None:
-        return None
+    if fix is None or (err.filename is None and err.errno not in _SPACE_ERRORS):
+        return None  # a refusal that names no path (a socket, a signal, a lock) is a bug to see whole
     where = err.filename if err.filename is not None else "writing an output"
     return UserError(f"{where}: {err.strerror or os.strerror(err.errno)}", fix)
 

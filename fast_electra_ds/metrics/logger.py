@@ -63,6 +63,24 @@ def read_metrics(path: Path, undefined: Any = float("nan")) -> list[dict[str, An
     return records
 
 
+def trim_metrics(path: Path, last_step: int) -> int:
+    """Keep the records up to `last_step` (a resumed run rewrites the steps after its checkpoint) and
+    drop lines that are not records (a line cut by a crash or a full disk). Returns how many were dropped."""
+    kept, dropped = [], 0
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if step <= last_step:
+            kept.append(line)
+    Path(path).write_text("".join(line + "\n" for line in kept))
+    return dropped
+
+
 def format_value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 

@@ -24,7 +24,7 @@ from ..data.tokenizer import load_tokenizer
 from ..runtime.device import bind_device
 from ..config.ds_config import resolve_ds_config
 from ..errors import UserError
-from ..metrics.logger import RunLogger, place_monitor_outputs
+from ..metrics.logger import RunLogger, place_monitor_outputs, trim_metrics
 from ..metrics.tracker import TrainingMetrics
 from ..metrics.validation import Validator
 from .divergence import DivergenceGuard, stop_diverged, weights_are_finite
@@ -207,11 +207,8 @@ class Trainer:
             self.log(f"main model: {total / 1e6:.2f}M params, {local / 1e6:.2f}M on this rank" + (f"; {frozen}" if frozen else ""))
 
     def trim_metrics(self, path: Path) -> None:
-        """Keep only the records up to the step this run starts from (a resumed run rewrites
-        the steps after its checkpoint)."""
-        if path.is_file():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= self.state.step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if path.is_file() and (dropped := trim_metrics(path, self.state.step)):
+            self.log(f"warning: {path.name}: dropped {dropped} unreadable line(s), as a crash or a full disk leaves them")
 
     def save(self) -> Path:
         if not weights_are_finite(self.engine.module, self.device):  # never saved, never `latest`, never rotates a good one away

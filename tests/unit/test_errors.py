@@ -34,6 +34,10 @@ def test_other_os_errors_are_not_hidden():
         run_guarded(refuse(errno.ENOENT, "/x"), [])
     with pytest.raises(ConnectionResetError):
         run_guarded(refuse(errno.ECONNRESET), [])
+    with pytest.raises(PermissionError):  # a refusal naming no path (os.kill, a socket's bind) is a bug, not an output
+        run_guarded(refuse(errno.EPERM), [])
+    with pytest.raises(PermissionError):
+        run_guarded(refuse(errno.EACCES), [])
 
 
 def test_check_writable_creates_nothing(tmp_path):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from fast_electra_ds.metrics.logger import RunLogger, read_metrics
+from fast_electra_ds.metrics.logger import RunLogger, read_metrics, trim_metrics
 from fast_electra_ds.export.model_card import final_metrics
 
 
@@ -40,3 +40,11 @@ def test_no_record_can_write_bare_nan(tmp_path, value):
     logger = RunLogger(tmp_path, rank=0, monitor=None, total_steps=1, start_step=0, progress="lines")
     logger.record(1, 8, {"nested": {"x": value}})
     assert "NaN" not in (tmp_path / "metrics.jsonl").read_text() and "Infinity" not in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_a_resume_trims_later_steps_and_drops_torn_or_garbage_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n' 'garbage\n' '{"step": 2, "loss": null}\n' '{"step": 3, "loss": 1.5}\n' '{"step": 4, "lo')
+    assert trim_metrics(path, last_step=2) == 2  # the garbage line and the torn last one
+    assert [r["step"] for r in read_metrics(path)] == [1, 2]
+    assert path.read_text().endswith("}\n")
