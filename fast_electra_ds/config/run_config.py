@@ -107,6 +107,9 @@ class MaskingConfig:
     random_token_prob: float = 0.0
 
 
+CURRICULUM_KINDS = ("exp", "target")
+
+
 @dataclass
 class CurriculumConfig:
     """Fast-ELECTRA's sampling temperature over training, u = fraction of training done
@@ -124,6 +127,15 @@ class CurriculumConfig:
     t0: float = 2.0
     tau: float = 0.1
     span: float = 0.5
+
+    def check(self) -> None:
+        """One line for a value no curriculum can use (checked at load and where a curriculum is built)."""
+        if self.kind not in CURRICULUM_KINDS:
+            raise UserError(f"unknown curriculum.kind {self.kind!r}", f"use one of {', '.join(CURRICULUM_KINDS)}")
+        if not self.span > 0:  # NaN too
+            raise UserError(f"curriculum.span must be positive, got {self.span}", "give the fraction of training over which the target falls to the aux's own loss, e.g. curriculum.span=0.5")
+        if not self.t0 > 0:
+            raise UserError(f"curriculum.t0 must be positive, got {self.t0}", "give a start temperature, e.g. curriculum.t0=2")
 
 
 @dataclass
@@ -341,9 +353,10 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"train.steps is {train.steps}; a run needs at least one step", "pass train.steps=<a positive number>")
     if train.log_every <= 0:
         raise UserError(f"train.log_every is {train.log_every}; it must be at least 1", "e.g. train.log_every=10")
-    for key in ("save_every", "eval_every", "stop_after", "keep_last"):
-        if getattr(train, key) < 0:
+    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last"):
+        if not getattr(train, key) >= 0:  # NaN too
             raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
+    config.curriculum.check()
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
     if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:

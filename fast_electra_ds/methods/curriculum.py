@@ -57,7 +57,6 @@ from ..config.run_config import CurriculumConfig
 from ..errors import UserError
 from ..metrics.pairs import Metrics, ratio
 
-KINDS = ("exp", "target")
 T_MAX = 16.0  # the largest temperature `target` picks (the study's aux needs 2.26 at u = 0)
 BISECTION_STEPS = 10
 CHUNK_ELEMENTS = 1 << 24  # float32 logits per chunk of rows on a GPU: 64 MiB
@@ -130,12 +129,7 @@ class Curriculum:
     for `target` also `aux_target_ce` and `temperature`, averaged over micro-batches and ranks)."""
 
     def __init__(self, config: CurriculumConfig, unigram_entropy: float | None):
-        if config.kind not in KINDS:
-            raise UserError(f"unknown curriculum.kind {config.kind!r}", f"use one of {', '.join(KINDS)}")
-        if not config.span > 0:
-            raise UserError(f"curriculum.span must be positive, got {config.span}", "give the fraction of training over which the target falls to the aux's own loss, e.g. curriculum.span=0.5")
-        if not config.t0 > 0:
-            raise UserError(f"curriculum.t0 must be positive, got {config.t0}", "give a start temperature, e.g. curriculum.t0=2")
+        config.check()
         if config.kind == "target" and unigram_entropy is None:
             raise UserError("curriculum.kind=target needs the corpus's unigram entropy, which was not given", "train through the trainer, which reads it from the data, or use curriculum.kind=exp")
         self.config = config

@@ -168,3 +168,10 @@ def test_target_through_the_method_samples_at_the_temperature_that_meets_the_tar
         expected = data["input_ids"].clone()
         expected[selected] = sample_and_argmax(logits, values["temperature"], g, SPECIAL)[0]
         assert torch.equal(inputs["input_ids"], expected)  # drawn at that T from the same logits and stream
+
+
+@pytest.mark.parametrize("override, fragment", [("curriculum.kind=linear", "unknown curriculum.kind"), ("curriculum.span=0", "curriculum.span"),
+                                                ("curriculum.t0=-1", "curriculum.t0")])
+def test_curriculum_values_fail_when_the_config_loads(override, fragment):
+    with pytest.raises(UserError, match=fragment):
+        config(override)  # load_config: before any process group or model
