@@ -1,4 +1,4 @@
-"""Why does Fast-ELECTRA learn less context than ELECTRA (issue 20)? One change per pre-training run, in
+"""Why does Fast-ELECTRA learn less context than ELECTRA? One change per pre-training run, in
 the effectiveness study's setting (same corpus, tokenizer, model, lr and main-model FLOPs), beside the
 study's own `electra` and `fast` runs.
 

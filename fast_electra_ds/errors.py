@@ -86,8 +86,8 @@ def check_writable(path: str | os.PathLike, what: str) -> None:
 
 def run_guarded(function, argv: list[str]) -> int:
     """User mistakes become one line on stderr and exit status 2, not a traceback: a UserError, or an
-    output the system refused (read-only, full, a file in the way). (Here, not in cli.py: every entry
-    point uses it, and train.py importing cli.py, which imports train.py, was a circle.)"""
+    output the system refused (read-only, full, a file in the way). It lives here, not in cli.py,
+    because every entry point uses it and cli.py imports train.py."""
     try:
         return function(argv) or 0
     except UserError as err:

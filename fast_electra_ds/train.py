@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import PeerRankFailure
+from .errors import PeerRankFailure, run_guarded
 
 STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
 _EARLY_STOP: list[int] = []
@@ -164,8 +164,6 @@ def cli(argv: list[str], prog: str = "fast-electra train") -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "train.py") -> int:
-    from .errors import run_guarded
-
     return run_guarded(lambda args: cli(args, prog), sys.argv[1:] if argv is None else argv)
 
 

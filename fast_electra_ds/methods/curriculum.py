@@ -41,10 +41,10 @@ replacements are drawn from Softmax(log p_aux / T), and T falls to 1 over traini
   operations per logit, against 2 * embedding_size FLOPs per logit for the aux head's vocabulary
   projection alone and the aux encoder over every token. At the study's setting (2-layer, 128-wide
   aux, V = 8000, 128 tokens, 19 selected per sequence) that is ~7.7 MFLOP next to the aux forward's
-  157 MFLOP per sequence (5%). On a CPU exp costs more than a FLOP: on the shared, loaded 2-core
-  machine a 32 x 128 micro-batch (608 x 8000 logits) took 0.18 s against 1.6 s for the bf16 aux
-  forward, and 0.5 s against 5.5 s under heavier load: about a tenth. Past the span it is one pass; `exp` makes one pass too, for `aux_ce`. No extra aux forward: the logits are
-  the ones the sampler draws from. T depends only on the data and the frozen aux, never on the main
+  157 MFLOP per sequence (5%). On a CPU exp costs more than a FLOP: measured side by side on one
+  micro-batch of 608 x 8000 logits, the search took about a tenth of the bf16 aux forward's time.
+  Past the span it is one pass; `exp` makes one pass too, for `aux_ce`. No extra aux forward: the
+  logits are the ones the sampler draws from. T depends only on the data and the frozen aux, never on the main
   model, so the replacements stay precomputable.
 """
 from __future__ import annotations
