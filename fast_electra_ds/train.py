@@ -31,7 +31,8 @@ def _note_early_stop(signum, frame) -> None:
     _EARLY_STOP.append(signum)
 
 
-PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator was aborted")
+PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Connection reset by peer", "NCCL communicator was aborted",
+                      "Timed out")  # gloo's words when a peer hung past train.collective_timeout_minutes
 
 
 def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
-    init_process_group()  # a taken MASTER_PORT is one line naming a free one
+    init_process_group(config.train.collective_timeout_minutes)  # a taken MASTER_PORT is one line naming a free one
     try:
         unlink_shm_allreduce_buffer()
         hold_run_lock(config.train.out_dir)  # one job per train.out_dir
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 marker.unlink(missing_ok=True)
         # Rank 0 exports on CPU while the others wait in the final barrier, bounded by the process
-        # group's timeout (DeepSpeed's default: 30 min). Leaving the group before the export instead
+        # group's timeout (train.collective_timeout_minutes). Leaving the group before the export instead
         # made a rank that exited while rank 0 still exported abort at exit ("terminate called without
         # an active exception"), and the launcher then killed rank 0.
         if rank == 0 and result["finished"] and config.train.export:

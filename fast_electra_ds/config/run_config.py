@@ -219,6 +219,9 @@ class TrainConfig:
     # the last `skipped_window` steps stops the run; 1 never stops on skips (a non-finite loss still does).
     max_skipped_share: float = 0.5
     skipped_window: int = 20
+    # How long a rank waits in one collective before the job fails (a hung or lost peer, or the others
+    # waiting while rank 0 writes the final export). DeepSpeed's own default is 10 minutes.
+    collective_timeout_minutes: float = 30.0
 
     def safety_summary(self) -> str:
         """How often the run checkpoints and validates, in words (the run's start line and `--help`)."""
@@ -359,6 +362,9 @@ def validate(config: RunConfig) -> None:
     config.curriculum.check()
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
+    if not train.collective_timeout_minutes > 0:
+        raise UserError(f"train.collective_timeout_minutes is {train.collective_timeout_minutes}; it must be positive",
+                        "e.g. train.collective_timeout_minutes=30 (longer than the slowest final export)")
     if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:
         raise UserError(f"train.max_skipped_share {train.max_skipped_share} / train.skipped_window {train.skipped_window} are out of range",
                         "give a share in (0, 1] (1: never stop on skipped steps) and a window of at least 1 step")

@@ -112,13 +112,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_process_group() -> None:
-    """deepspeed.init_distributed, with a taken MASTER_PORT as one line naming a free one."""
+def init_process_group(timeout_minutes: float) -> None:
+    """deepspeed.init_distributed with the run's collective timeout (train.collective_timeout_minutes:
+    DeepSpeed's own default is 10 minutes, set otherwise only by DEEPSPEED_TIMEOUT), a taken
+    MASTER_PORT as one line naming a free one."""
+    from datetime import timedelta
+
     import deepspeed
     import torch.distributed as dist
 
     try:
-        deepspeed.init_distributed(verbose=False)
+        deepspeed.init_distributed(verbose=False, timeout=timedelta(minutes=timeout_minutes))
     except dist.DistNetworkError as err:
         if "EADDRINUSE" not in str(err):
             raise

@@ -60,6 +60,7 @@ def test_the_stop_is_one_line_naming_the_step_and_the_last_good_checkpoint():
     ("train.log_every=0", "train.log_every is 0"),
     ("train.save_every_minutes=-5", "train.save_every_minutes is -5"),
     ("train.save_every_minutes=nan", "train.save_every_minutes is nan"),
+    ("train.collective_timeout_minutes=0", "train.collective_timeout_minutes is 0"),
     ("optim.lr=nan", "optim.lr is nan"),
     ("optim.lr=-1", "optim.lr is -1"),
     ("train.max_skipped_share=0", "max_skipped_share"),

@@ -25,3 +25,25 @@ def test_free_port_skips_a_taken_port(monkeypatch):
         assert free_port() != chosen
     finally:
         taken.close()
+
+
+def test_the_process_group_gets_the_runs_collective_timeout(monkeypatch):
+    """DeepSpeed's default is 10 minutes; the run's train.collective_timeout_minutes is what bounds a collective."""
+    from datetime import timedelta
+
+    import deepspeed
+
+    from fast_electra_ds.runtime.process_group import init_process_group
+
+    seen = {}
+    monkeypatch.setattr(deepspeed, "init_distributed", lambda **kwargs: seen.update(kwargs))
+    init_process_group(45)
+    assert seen["timeout"] == timedelta(minutes=45)
+
+
+def test_a_gloo_timeout_is_a_peer_failure_naming_the_checkpoint(tmp_path):
+    from fast_electra_ds.train import peer_failure
+
+    failure = peer_failure(RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Timed out waiting 600000ms for recv"), str(tmp_path))
+    assert failure is not None and "another rank of this job stopped" in str(failure) and "no complete checkpoint yet" in str(failure)
+    assert peer_failure(RuntimeError("shape mismatch"), str(tmp_path)) is None
