@@ -114,6 +114,10 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwri
     module = method.build_model(None)
     aliases = parameter_aliases(module)
     state = consolidated_state_dict(checkpoint)
+    broken = [name for name, tensor in state.items() if torch.is_tensor(tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if broken:  # a diverged run's checkpoint (one written before the divergence guard, or by another tool)
+        raise UserError(f"checkpoint {checkpoint} holds non-finite weights ({len(broken)} tensors, e.g. {broken[0]}): the run diverged before it",
+                        "export an earlier checkpoint (fast-electra export RUN/checkpoints/step_N OUT)")
     missing, unexpected = module.load_state_dict(state, strict=False)
     # A tied or shared Parameter (an output layer tied to the word embeddings, a generator sharing the
     # main model's embeddings) is one tensor under several names: loaded when any of its names was.

@@ -21,6 +21,7 @@ def test_the_repro_a_directory_with_user_notes_is_refused_and_kept(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "notes").write_text("x\n")
+    (tmp_path / "runs" / "X").mkdir(parents=True)  # a source that exists: the target is what is refused
     for extra in ([], ["--overwrite"]):
         result = run_cli(["export", str(tmp_path / "runs" / "X"), str(out), *extra])
         assert result.returncode == 2, result.stderr
@@ -65,3 +66,27 @@ def test_overwrite_refuses_a_directory_without_the_marker(tmp_path):
     with pytest.raises(UserError, match="not an earlier export"):
         check_out_dir(home, overwrite=True)
     assert (home / ".bashrc").exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from fast_electra_ds.config.run_config import load_config, save_config
+    from fast_electra_ds.export import exporter
+    from tests.method_helpers import TOKENS
+    from tests.helpers import ROOT
+
+    run = tmp_path / "run"
+    checkpoint = run / "checkpoints" / "step_00000005"
+    checkpoint.mkdir(parents=True)
+    (run / "tokenizer").mkdir()
+    save_config(load_config([str(ROOT / "configs/tiny.yaml")], ["method=aux-mlm"]), run / "config.yaml")
+    (run / "tokens.json").write_text(json.dumps(dataclasses.asdict(TOKENS)))
+    monkeypatch.setattr(exporter.ckpt, "resolve_checkpoint", lambda source: checkpoint)
+    monkeypatch.setattr(exporter, "consolidated_state_dict",
+                        lambda path: {"mlm.electra.embeddings.word_embeddings.weight": torch.tensor([[1.0, float("nan")]])})
+    with pytest.raises(UserError, match="non-finite weights .*word_embeddings"):
+        exporter.export(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
