@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: setting options on the command line, markdown tables, output."""
+"""Shared by the benchmark scripts: setting options on the command line, markdown tables, charts, output."""
 from __future__ import annotations
 
 import argparse
@@ -67,3 +67,15 @@ def publish(name: str, results: Any, text: str, out_dir: Path | None, quiet: boo
     if out_dir is not None:
         write_json(out_dir / f"{name}.json", results)
         (out_dir / f"{name}.md").write_text(text + "\n")
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or None where matplotlib is not installed
+    (it is an extra: pip install -e .[bench]); the charts are then skipped."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt

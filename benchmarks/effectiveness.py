@@ -48,7 +48,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, markdown_table, publish
+from benchmarks.common import RESULTS, markdown_table, publish, pyplot
 from fast_electra_ds.accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.errors import UserError, run_guarded
@@ -507,11 +507,8 @@ def summary_schema(settings: Settings, rows: list[dict], unigram: float | None, 
 def plot_curves(path: Path, settings: Settings, stages: list[str], unigram: float | None) -> bool:
     """Validation curves against main-model training tokens: MLM loss (mlm, the electra generator, the
     aux) beside the unigram entropy, and the RTD context gain / AUC of every discriminator."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     tokens_per_step = settings.global_batch * settings.run_config().data.seq_len
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
@@ -638,11 +635,8 @@ def write_outputs(out_dir: Path, rows: list[dict], results: dict, text: str, qui
 
 def plot(path: Path, rows: list[dict], majority: float | None) -> bool:
     """Accuracy (median, min–max bar) against total pre-training FLOPs, one point per model."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("PNG skipped: matplotlib is not installed (pip install -e .[bench])")
         return False
     rows = [r for r in rows if "acc_median" in r]

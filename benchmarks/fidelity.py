@@ -32,7 +32,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import effectiveness as study
-from benchmarks.common import markdown_table
+from benchmarks.common import markdown_table, pyplot
 from fast_electra_ds.errors import UserError, run_guarded
 
 WEAK_AUX = "aux-weak"
@@ -151,11 +151,8 @@ def render(summary: dict, command: str, curves: str) -> str:
 
 
 def plot(path: Path, settings: study.Settings, names: list[str], seeds: list[int]) -> bool:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return False
     tokens_per_step = settings.global_batch * settings.run_config().data.seq_len
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))

@@ -36,7 +36,7 @@ from benchmarks import engine_throughput as engine_bench
 from benchmarks import flops as flops_bench
 from benchmarks import memory as memory_bench
 from benchmarks import throughput as throughput_bench
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, pyplot
 from fast_electra_ds.accounting.paper import get_setting
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -50,11 +50,8 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 
 def bar_charts(out: Path, flops: dict, memory: dict) -> list[str]:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return []
     written = []
     for kind, data, unit in [("flops", flops, "GFLOPs per sequence"), ("memory", memory, "GB per rank")]:

@@ -142,7 +142,8 @@ def test_a_taken_rendezvous_port_is_one_line_naming_a_free_one(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         env = dict(cpu_env(), RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        result = subprocess.run([sys.executable, "-m", "fast_electra_ds.train", "--ds_config", "zero3", "--config", "tiny", f"train.out_dir={tmp_path}"],
+        result = subprocess.run([sys.executable, "-m", "fast_electra_ds.train", "--ds_config", "zero3", "--config", "tiny", f"train.out_dir={tmp_path}",
+                                 f"data.path={tmp_path / 'data'}", f"data.tokenizer={tmp_path / 'tokenizer'}"],  # past the config checks, to the rendezvous
                                 cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]

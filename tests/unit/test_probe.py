@@ -71,8 +71,8 @@ def test_geometry_tells_a_collapsed_state_from_a_spread_one(tiny_export):
         encoder.encoder.layer[-1].output.LayerNorm.weight.zero_()
         encoder.encoder.layer[-1].output.LayerNorm.bias.normal_()
     collapsed = probe.geometry(tokenizer, encoder, texts)
-    assert collapsed[-1]["cls_cosine"] > 0.999 and collapsed[-1]["cls_spread"] < 1e-4
-    assert spread[-1]["cls_cosine"] < 0.99 and spread[-1]["cls_spread"] > 0.05
+    assert collapsed[-1]["mean_cosine"] > 0.999 and collapsed[-1]["mean_spread"] < 1e-4 and collapsed[-1]["cls_spread"] < 1e-4
+    assert spread[-1]["mean_cosine"] < 0.999 and spread[-1]["mean_spread"] > 1e-3  # a random encoder's [CLS] alone may be near-constant
     assert collapsed[0] == spread[0]  # the layers below are untouched
 
 
