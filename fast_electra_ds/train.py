@@ -20,9 +20,11 @@ import time
 from pathlib import Path
 
 from .errors import PeerRankFailure, run_guarded
+from .runtime.watchdog import Watchdog, WatchdogThread, store_client, wait_for_export
 
 STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
 _EARLY_STOP: list[int] = []
+EXPORT_KEY = "fast-electra/final-export"
 
 
 def _note_early_stop(signum, frame) -> None:
@@ -35,17 +37,20 @@ PEER_FAILURE_SIGNS = ("Connection closed by peer", "remote worker crashing", "Co
                       "Timed out")  # gloo's words when a peer hung past train.collective_timeout_minutes
 
 
+def latest_checkpoint_words(out_dir: str) -> str:
+    from .checkpointing import checkpoint_root, complete_checkpoints
+
+    found = complete_checkpoints(checkpoint_root(Path(out_dir)))
+    return f"latest complete checkpoint: {found[-1]}" if found else "no complete checkpoint yet"
+
+
 def peer_failure(err: Exception, out_dir: str) -> PeerRankFailure | None:
     """A collective failing because another rank is gone, as one actionable line."""
     import torch.distributed as dist
 
-    from .checkpointing import checkpoint_root, complete_checkpoints
-
     if not (isinstance(err, dist.DistBackendError) or any(sign in str(err) for sign in PEER_FAILURE_SIGNS)):
         return None
-    found = complete_checkpoints(checkpoint_root(Path(out_dir)))
-    latest = f"latest complete checkpoint: {found[-1]}" if found else "no complete checkpoint yet"
-    return PeerRankFailure(f"another rank of this job stopped ({str(err).splitlines()[0][-120:]}); {latest}",
+    return PeerRankFailure(f"another rank of this job stopped ({str(err).splitlines()[0][-120:]}); {latest_checkpoint_words(out_dir)}",
                            "see the first failing rank's log, then re-launch with --resume")
 
 
@@ -105,28 +110,40 @@ def run(args: argparse.Namespace) -> int:
     bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
     init_process_group(config.train.collective_timeout_minutes)  # a taken MASTER_PORT is one line naming a free one
+    watchdog = None
     try:
         unlink_shm_allreduce_buffer()
         hold_run_lock(config.train.out_dir)  # one job per train.out_dir
         trainer = Trainer(config, ds_config, resume=args.resume, allow_inexact_resume=args.allow_inexact_resume)
-        result = trainer.train(signals_before_start=_EARLY_STOP)
         rank = dist.get_rank()
+        store = store_client()
+        watchdog = start_watchdog(config, trainer, store)
+        result = trainer.train(signals_before_start=_EARLY_STOP)
         if rank == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
             marker = trainer.run_dir / STOPPED_MARKER
             if result["stopped_by_signal"]:
                 marker.write_text(json.dumps({"step": result["step"], "checkpoint": result["checkpoint"]}) + "\n")
             else:
                 marker.unlink(missing_ok=True)
-        # Rank 0 exports on CPU while the others wait in the final barrier, bounded by the process
-        # group's timeout (train.collective_timeout_minutes). Leaving the group before the export instead
-        # made a rank that exited while rank 0 still exported abort at exit ("terminate called without
-        # an active exception"), and the launcher then killed rank 0.
-        if rank == 0 and result["finished"] and config.train.export:
-            from .export.exporter import export
+        # Rank 0 exports on CPU; the others wait for its key in the store for as long as that takes (not
+        # in a barrier, which the collective timeout would end), and stay in the group meanwhile: a rank
+        # that left early aborted at exit ("terminate called without an active exception").
+        if watchdog is not None:
+            watchdog.watchdog.mode = "export"
+        if rank == 0:
+            outcome = "failed"
+            try:
+                if result["finished"] and config.train.export:
+                    from .export.exporter import export
 
-            differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
-            result["export"] = str(trainer.run_dir / "hf")
-            result["export_max_logit_difference"] = differences
+                    differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
+                    result["export"] = str(trainer.run_dir / "hf")
+                    result["export_max_logit_difference"] = differences
+                outcome = "done"
+            finally:
+                announce_export(store, outcome)
+        elif wait_for_export(store, EXPORT_KEY) != "done":
+            return PeerRankFailure.exit_code  # rank 0 printed why
         result["wall_time_s"] = time.time() - started
         if rank == 0:
             print("[fast-electra] done: " + json.dumps(result), flush=True)
@@ -137,12 +154,29 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise failure from None
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         if dist.is_initialized():
             try:
                 dist.destroy_process_group()
             except RuntimeError:
                 pass  # the group is already broken by a lost peer
     return 0
+
+
+def start_watchdog(config, trainer, store) -> WatchdogThread | None:
+    """Hang detection while training (train.stall_minutes; 0: off)."""
+    import torch.distributed as dist
+
+    if not config.train.stall_minutes:
+        return None
+    watchdog = Watchdog(dist.get_rank(), dist.get_world_size(), config.train.stall_minutes * 60, store, lambda: trainer.state.step)
+    return WatchdogThread(watchdog, trainer.run_dir, lambda: latest_checkpoint_words(config.train.out_dir)).start()
+
+
+def announce_export(store, outcome: str) -> None:
+    if store is not None:
+        store.set(EXPORT_KEY, outcome)
 
 
 def unlink_shm_allreduce_buffer() -> None:

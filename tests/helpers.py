@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from fast_electra_ds.runtime.launch import launch_env, train_command
@@ -79,3 +80,32 @@ def assert_user_error(result, *fragments) -> None:
     assert len(errors) == 1, result.stderr[-2000:]
     for fragment in fragments:
         assert fragment in errors[0], errors[0]
+
+
+def steps_logged(run: Path) -> int:
+    path = run / "metrics.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def processes_of(run: Path) -> list[str]:
+    """Every process (launcher or rank) of a job on this train.out_dir."""
+    return subprocess.run(["pgrep", "-f", f"train.out_dir={run}( |$)"], capture_output=True, text=True).stdout.split()
+
+
+def rank_pid(run: Path, rank: int) -> int:
+    """The process of one rank of a job on this train.out_dir (its environment says RANK=<rank>)."""
+    for pid in processes_of(run):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return int(pid)
+    raise AssertionError(f"no rank {rank} among {processes_of(run)}")
+
+
+def wait_until(condition, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.5)

@@ -219,9 +219,13 @@ class TrainConfig:
     # the last `skipped_window` steps stops the run; 1 never stops on skips (a non-finite loss still does).
     max_skipped_share: float = 0.5
     skipped_window: int = 20
-    # How long a rank waits in one collective before the job fails (a hung or lost peer, or the others
-    # waiting while rank 0 writes the final export). DeepSpeed's own default is 10 minutes.
+    # How long a rank waits in one collective before the job fails (a hung or lost peer). DeepSpeed's own
+    # default is 10 minutes. The final export is not bounded by it: the other ranks wait for it through the store.
     collective_timeout_minutes: float = 30.0
+    # No finished step for this long ends the job with one line naming the stalled rank(s) and a stack
+    # dump per rank (runtime/watchdog.py); shorter than the collective timeout, longer than the slowest
+    # validation or checkpoint. 0: off.
+    stall_minutes: float = 15.0
 
     def safety_summary(self) -> str:
         """How often the run checkpoints and validates, in words (the run's start line and `--help`)."""
@@ -356,7 +360,7 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"train.steps is {train.steps}; a run needs at least one step", "pass train.steps=<a positive number>")
     if train.log_every <= 0:
         raise UserError(f"train.log_every is {train.log_every}; it must be at least 1", "e.g. train.log_every=10")
-    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last"):
+    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last", "stall_minutes"):
         if not getattr(train, key) >= 0:  # NaN too
             raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
     config.curriculum.check()
@@ -364,7 +368,7 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
     if not train.collective_timeout_minutes > 0:
         raise UserError(f"train.collective_timeout_minutes is {train.collective_timeout_minutes}; it must be positive",
-                        "e.g. train.collective_timeout_minutes=30 (longer than the slowest final export)")
+                        "e.g. train.collective_timeout_minutes=30")
     if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:
         raise UserError(f"train.max_skipped_share {train.max_skipped_share} / train.skipped_window {train.skipped_window} are out of range",
                         "give a share in (0, 1] (1: never stop on skipped steps) and a window of at least 1 step")

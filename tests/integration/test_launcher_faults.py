@@ -8,26 +8,9 @@ import time
 
 import pytest
 
-from tests.helpers import common, run_train_single, start
+from tests.helpers import common, processes_of, run_train_single, start, steps_logged, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def steps_logged(run):
-    path = run / "metrics.jsonl"
-    return len(path.read_text().splitlines()) if path.exists() else 0
-
-
-def processes_of(run):
-    """Every process (launcher or rank) of a job on this train.out_dir."""
-    return subprocess.run(["pgrep", "-f", f"train.out_dir={run}( |$)"], capture_output=True, text=True).stdout.split()
-
-
-def wait_until(condition, timeout, what):
-    deadline = time.time() + timeout
-    while not condition():
-        assert time.time() < deadline, what
-        time.sleep(0.5)
 
 
 def stop_and_check(job, run, how, timeout=240):
