@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from huggingface_hub import ModelCard, ModelCardData
 
 from ..data.tokenizer import save_tokenizer_for_model
 from ..metrics.logger import read_metrics
@@ -17,7 +18,7 @@ from ..metrics.logger import read_metrics
 def finish_model_dir(target: Path, model, tokenizer, run_dir: Path, checkpoint: Path) -> None:
     """The tokenizer (with the model's length limit) and the model card next to a saved model."""
     save_tokenizer_for_model(tokenizer, target, model.config.max_position_embeddings)
-    (target / "README.md").write_text(model_card(model, run_dir, checkpoint))
+    model_card(model, run_dir, checkpoint).save(target / "README.md")
 
 
 def final_metrics(metrics_file: Path) -> dict[str, tuple[int, float]]:
@@ -42,7 +43,8 @@ def method_summary(method: str) -> str:
     return " ".join(doc.strip().split("\n\n")[0].split()) or method
 
 
-def model_card(model, run_dir: Path, checkpoint: Path) -> str:
+def model_card(model, run_dir: Path, checkpoint: Path) -> ModelCard:
+    """The Hub's card: its metadata block written and validated by huggingface_hub, the body ours."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     ds_file = run_dir / "ds_config.json"
     ds: dict[str, Any] = json.loads(ds_file.read_text()) if ds_file.is_file() else {}
@@ -51,10 +53,10 @@ def model_card(model, run_dir: Path, checkpoint: Path) -> str:
     schedule = ds.get("scheduler", {})
     hf = model.config
     data, train = config.get("data", {}), config.get("train", {})
+    metadata = ModelCardData(library_name="transformers", tags=["electra", "fast-electra-ds", config.get("method", "")])
     lines = [
         "---",
-        "library_name: transformers",
-        "tags: [electra, fast-electra-ds]",
+        metadata.to_yaml(),
         "---",
         f"# {Path(train.get('out_dir', run_dir)).name}: {type(model).__name__}",
         "",
@@ -91,4 +93,4 @@ def model_card(model, run_dir: Path, checkpoint: Path) -> str:
     else:
         lines.append("(no metrics.jsonl in the run directory)")
     lines += ["", "## Configuration", "", "The run's config.yaml:", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    return "\n".join(lines)
+    return ModelCard("\n".join(lines))

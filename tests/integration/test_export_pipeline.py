@@ -32,6 +32,10 @@ def test_launch_line_export_model_card_and_pipeline(prepared, tmp_path):
     last = [record for record in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if "loss" in record][-1]
     assert "method `aux-mlm`" in card and "12 of 12 optimizer steps" in card and '"lr": 0.001' in card
     assert f"| loss | {last['loss']:.6g} | 12 |" in card
+    from huggingface_hub import ModelCard
+
+    metadata = ModelCard.load(hf / "README.md").data  # the Hub's own reader accepts the card
+    assert metadata.library_name == "transformers" and "aux-mlm" in metadata.tags
 
     from transformers import pipeline
 
