@@ -18,6 +18,7 @@ from typing import Any, get_origin, get_type_hints
 import yaml
 
 from ..errors import UserError
+from .seq_len import Phase, seq_len_phases
 from .shipped import find_config_file, shipped_names
 
 # Encoder sizes from the ELECTRA paper (Clark et al. 2020, Table 6 / slides' size table); "tiny" is ours,
@@ -189,7 +190,10 @@ class EarlyExitConfig:
 class DataConfig:
     path: str = ""  # a directory written by `fast-electra prepare`, or Megatron/NeMo .bin/.idx prefixes, comma-separated (data/indexed.py)
     tokenizer: str = ""  # the tokenizer directory the shards were made with
-    seq_len: int = 128
+    seq_len: int = 128  # with seq_len_schedule: the last phase's length
+    # Earlier phases at other lengths, `SEQ_LEN:UNTIL` (UNTIL a fraction of train.steps), e.g. [128:0.9]
+    # with seq_len 512: BERT's 90% of steps at 128, then 512. Empty: one phase. See config/seq_len.py.
+    seq_len_schedule: list[str] = field(default_factory=list)
     # Held-out packed sequences for validation (taken out of training): at most 5% of the data set,
     # spread over it in 8 blocks; 0 turns validation off. See data/dataset.py validation_split.
     val_sequences: int = 256
@@ -273,6 +277,9 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def seq_len_phases(self) -> list[Phase]:
+        return seq_len_phases(self.data.seq_len_schedule, self.data.seq_len, self.train.steps)
 
 
 def _apply(obj: Any, values: dict[str, Any], where: str) -> None:
@@ -364,6 +371,7 @@ def validate(config: RunConfig) -> None:
         if not getattr(train, key) >= 0:  # NaN too
             raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
     config.curriculum.check()
+    config.seq_len_phases()
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
     if not train.collective_timeout_minutes > 0:

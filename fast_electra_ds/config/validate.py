@@ -15,8 +15,11 @@ def validate_config(config: RunConfig, methods: Iterable[str]) -> None:
         raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")
     if not config.data.path:
         raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare, or Megatron .bin/.idx prefixes>")
-    if config.data.seq_len > config.model.max_position_embeddings:
-        raise UserError(f"data.seq_len {config.data.seq_len} exceeds model.max_position_embeddings {config.model.max_position_embeddings}", "lower data.seq_len or raise model.max_position_embeddings")
+    longest = max(phase.seq_len for phase in config.seq_len_phases())
+    if longest > config.model.max_position_embeddings:
+        where = "data.seq_len" if longest == config.data.seq_len else "data.seq_len_schedule length"
+        raise UserError(f"{where} {longest} exceeds model.max_position_embeddings {config.model.max_position_embeddings}",
+                        f"shorten it or raise model.max_position_embeddings to at least {longest}")
     methods = sorted(methods)
     if config.method not in methods:
         raise UserError(f"unknown method {config.method!r}", f"use one of {', '.join(methods)}")

@@ -57,7 +57,7 @@ def to_device(batch: dict[str, torch.Tensor], unpadded: bool, device: torch.devi
 
 
 class Prefetcher:
-    """Iterator of micro-batches on `device` over `batches` (a RankBatches), `depth` read ahead."""
+    """Iterator of micro-batches on `device` over `batches` (a RankBatches or phases.PhasedBatches), `depth` read ahead."""
 
     def __init__(self, batches, device: torch.device, depth: int = 2):
         self.device = device

@@ -73,7 +73,8 @@ def model_card(model, run_dir: Path, checkpoint: Path) -> ModelCard:
         f"vocabulary {hf.vocab_size}, positions {hf.max_position_embeddings} (the tokenizer's model_max_length)",
         "",
         "## Data",
-        f"- prepared data `{data.get('path')}`, tokenizer `{data.get('tokenizer')}`, sequences of {data.get('seq_len')} tokens",
+        f"- prepared data `{data.get('path')}`, tokenizer `{data.get('tokenizer')}`, sequences of {data.get('seq_len')} tokens"
+        + (f" (earlier phases, length:until fraction of steps: {', '.join(data['seq_len_schedule'])})" if data.get("seq_len_schedule") else ""),
         "",
         "## Training",
         f"- {step} of {train.get('steps')} optimizer steps (checkpoint `{checkpoint.name}`), seed {train.get('seed')}",

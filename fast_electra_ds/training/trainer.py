@@ -18,7 +18,7 @@ from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
 from ..config.validate import validate_config
-from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from ..data.phases import PhasedData
 from ..data.prefetch import Prefetcher
 from ..data.tokenizer import load_tokenizer
 from ..runtime.device import bind_device
@@ -117,14 +117,14 @@ class Trainer:
 
         validate_config(config, METHODS)  # train.py did before the process group; a direct caller gets the same checks
         self.tokenizer = load_tokenizer(config.data.tokenizer)
-        self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
+        # One packing of the corpus per length of data.seq_len_schedule; the final one names the vocabulary.
+        self.data = PhasedData(config.data.path, config.seq_len_phases(), config.data.val_sequences, tokenizer=self.tokenizer)
+        self.dataset = self.data.final
         ids = self.dataset.special_ids
         self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
                                 sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
                                 unigram_entropy=self.dataset.unigram_entropy())
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
-        train_indices, val_indices = validation_split(len(self.dataset), config.data.val_sequences)
-        self.train_data = SampleSubset(self.dataset, train_indices)
 
         checkpoint = None
         if resume:
@@ -147,8 +147,8 @@ class Trainer:
         self.micro_batch = self.engine.train_micro_batch_size_per_gpu()
         self.accumulation = self.engine.gradient_accumulation_steps()
         self.metrics = TrainingMetrics(self.device, self.method.reads_step_metrics, self.tokens.unigram_entropy)
-        self.validator = Validator(self.dataset, val_indices, self.micro_batch, self.rank, self.world_size, config.train.seed,
-                                   self.device, step_generator)
+        self.validators = [Validator(phase.dataset, phase.val_indices, self.micro_batch, self.rank, self.world_size, config.train.seed,
+                                     self.device, step_generator) for phase in self.data.phases]
 
         self.state = TrainerState()
         if checkpoint is not None:
@@ -227,7 +227,8 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------------
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
         cfg = self.config.train
-        batches = Prefetcher(RankBatches(self.train_data, self.micro_batch, self.rank, self.world_size, cfg.seed, self.state.consumed_samples), self.device)
+        batches = Prefetcher(self.data.batches(self.micro_batch, self.accumulation, self.rank, self.world_size, cfg.seed,
+                                               self.state.step, self.state.consumed_samples), self.device)
         try:
             return self.run_steps(batches, signals_before_start)
         finally:
@@ -244,11 +245,17 @@ class Trainer:
         stopped_by_signal = False
         window_started, window_steps = time.perf_counter(), 0
         self.engine.train()
-        self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.micro_batch * self.accumulation * self.world_size} x "
-                 f"{self.config.data.seq_len} tokens on {self.world_size} ranks ({self.device.type}); "
-                 f"{len(self.train_data)} training and {self.validator.sequences} validation sequences")
-        self.log(cfg.safety_summary() + ("" if self.validator else "; validation off (data.val_sequences=0)"))
+        phase = self.data.phases[self.data.index(self.state.step)]
+        self.log(f"method {self.config.method}: {cfg.steps} steps, global batch {self.global_batch} x "
+                 f"{phase.seq_len} tokens on {self.world_size} ranks ({self.device.type}); "
+                 f"{len(phase.train)} training and {self.validators[self.data.index(self.state.step)].sequences} validation sequences")
+        if len(self.data.phases) > 1:
+            self.log("sequence length " + ", then ".join(f"{p.seq_len} for steps {p.start + 1}-{p.end}" for p in self.data.phases)
+                     + f"; the global batch stays {self.global_batch} sequences, so tokens per step follow the length")
+        self.log(cfg.safety_summary() + ("" if self.validators[-1] else "; validation off (data.val_sequences=0)"))
         while self.state.step < last_step:
+            if self.state.step and self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1):
+                self.log_switch()
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
                 batch = next(batches)  # on the device, read ahead in a background thread
@@ -270,9 +277,11 @@ class Trainer:
             stopping, time_to_save = stop.agreed(self.device, save_clock.due())
             saving = (stopping or time_to_save or self.state.step == last_step
                       or (cfg.save_every and self.state.step % cfg.save_every == 0))
-            evaluating = bool(self.validator) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
-            # A log window also ends at every checkpoint, so a resumed run logs the same windows.
-            if self.state.step % cfg.log_every == 0 or saving or evaluating:
+            evaluating = bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
+            # A log window also ends at every checkpoint, so a resumed run logs the same windows, and
+            # at a change of sequence length, so a window's tokens and FLOPs are of one length.
+            switching = self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1)
+            if self.state.step % cfg.log_every == 0 or saving or evaluating or switching:
                 record = self.window_record(ctx, (time.perf_counter() - window_started) / window_steps)
                 logger.record(self.state.step, self.state.consumed_samples, {**record, **(self.validate() if evaluating else {})})
                 window_started, window_steps = time.perf_counter(), 0
@@ -294,16 +303,30 @@ class Trainer:
         """The log window's metric averages (one all-reduce), the method's own values and speed."""
         record = self.metrics.window_values()
         record.update(self.method.logged_values(ctx))
-        sequences = self.micro_batch * self.accumulation * self.world_size
-        flops = self.method.flops_per_sequence(self.config.data.seq_len) * sequences
-        record.update(lr=self.engine.get_lr()[0], step_time_s=step_time, tokens_per_s=sequences * self.config.data.seq_len / step_time,
+        sequences, seq_len = self.global_batch, self.data.seq_len(self.state.step - 1)  # the window's steps are of one length
+        flops = self.method.flops_per_sequence(seq_len) * sequences
+        record.update(lr=self.engine.get_lr()[0], step_time_s=step_time, seq_len=seq_len, tokens_per_s=sequences * seq_len / step_time,
                       tflops_per_s=flops / step_time / 1e12, peak_memory_gb=self.peak_memory() / 2**30)
         return record
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch * self.accumulation * self.world_size
+
+    def validator(self) -> Validator:
+        """Validation at the length of the last step done (held-out text is the same at every length)."""
+        return self.validators[self.data.index(max(self.state.step - 1, 0))]
+
+    def log_switch(self) -> None:
+        before, after = self.data.seq_len(self.state.step - 1), self.data.seq_len(self.state.step)
+        phase = self.data.phases[self.data.index(self.state.step)]
+        self.log(f"step {self.state.step + 1}: sequence length {before} -> {after}; the global batch stays {self.global_batch} sequences, "
+                 f"{self.global_batch * before} -> {self.global_batch * after} tokens per step; {len(phase.train)} training sequences")
 
     def validate(self) -> dict[str, float]:
         cfg = self.config.train
         progress = self.state.step / cfg.steps
-        return self.validator.evaluate(self.engine, self.method, lambda generator: StepContext(self.state.step, progress, generator),
+        return self.validator().evaluate(self.engine, self.method, lambda generator: StepContext(self.state.step, progress, generator),
                                        self.metrics.detector, self.metrics.unigram_entropy)
 
     def peak_memory(self) -> int:
