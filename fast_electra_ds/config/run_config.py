@@ -187,7 +187,7 @@ class EarlyExitConfig:
 
 @dataclass
 class DataConfig:
-    path: str = ""  # a directory written by `fast-electra prepare`, or Megatron/NeMo .bin/.idx prefixes, comma-separated (data/indexed.py)
+    path: str = ""  # a directory written by `fast-electra prepare`, or Megatron/NeMo .bin/.idx prefixes, comma-separated (data/indexed.py), or a weighted blend "0.3 A 0.7 B" (data/blend.py)
     tokenizer: str = ""  # the tokenizer directory the shards were made with
     seq_len: int = 128
     # Held-out packed sequences for validation (taken out of training): at most 5% of the data set,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..data.blend import parse_blend
 from ..errors import UserError
 from .run_config import RunConfig
 
@@ -15,6 +16,7 @@ def validate_config(config: RunConfig, methods: Iterable[str]) -> None:
         raise UserError("data.tokenizer is empty", "pass data.tokenizer=<tokenizer directory> (the one the shards were prepared with)")
     if not config.data.path:
         raise UserError("data.path is empty", "pass data.path=<directory written by fast-electra prepare, or Megatron .bin/.idx prefixes>")
+    parse_blend(config.data.path)  # a malformed weighted blend, before any process group
     if config.data.seq_len > config.model.max_position_embeddings:
         raise UserError(f"data.seq_len {config.data.seq_len} exceeds model.max_position_embeddings {config.model.max_position_embeddings}", "lower data.seq_len or raise model.max_position_embeddings")
     methods = sorted(methods)

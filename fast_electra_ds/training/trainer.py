@@ -18,7 +18,7 @@ from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
 from ..config.validate import validate_config
-from ..data.dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from ..data.dataset import RankBatches, open_dataset, validation_split
 from ..data.prefetch import Prefetcher
 from ..data.tokenizer import load_tokenizer
 from ..runtime.device import bind_device
@@ -117,14 +117,14 @@ class Trainer:
 
         validate_config(config, METHODS)  # train.py did before the process group; a direct caller gets the same checks
         self.tokenizer = load_tokenizer(config.data.tokenizer)
-        self.dataset = PackedDataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
+        self.dataset = open_dataset(config.data.path, config.data.seq_len, tokenizer=self.tokenizer)
         ids = self.dataset.special_ids
         self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
                                 sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
                                 unigram_entropy=self.dataset.unigram_entropy())
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
         train_indices, val_indices = validation_split(len(self.dataset), config.data.val_sequences)
-        self.train_data = SampleSubset(self.dataset, train_indices)
+        self.train_data = self.dataset.subset(train_indices)  # a blend keeps its own sample order
 
         checkpoint = None
         if resume:

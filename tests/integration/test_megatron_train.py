@@ -1,5 +1,6 @@
 """`python train.py` on a sentence-split corpus written by megatron-core's own IndexedDatasetBuilder,
-passed as a bare .bin/.idx prefix (no meta.json), as a Megatron-LM or NeMo user would."""
+passed as a bare .bin/.idx prefix (no meta.json), as a Megatron-LM or NeMo user would, alone and in
+a weighted blend with a prepared directory."""
 import json
 import math
 import re
@@ -16,7 +17,7 @@ from tests.helpers import ROOT, run_train_single
 pytestmark = pytest.mark.integration
 
 
-def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):
+def sentence_prefix(prepared, corpus, tmp_path):
     tokenizer = load_tokenizer(prepared["tokenizer"])
     prefix = tmp_path / "pydoc_text_sentence"
     builder = import_indexed_dataset().IndexedDatasetBuilder(str(prefix) + ".bin", dtype=np.int32)
@@ -25,7 +26,11 @@ def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):
             builder.add_item(torch.tensor(tokenizer(sentence, add_special_tokens=False)["input_ids"]))
         builder.end_document()
     builder.finalize(str(prefix) + ".idx")
+    return prefix
 
+
+def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):
+    prefix = sentence_prefix(prepared, corpus, tmp_path)
     run = tmp_path / "run"
     result = run_train_single(["--ds_config", str(ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
                                "method=electra", f"data.path={prefix}", f"data.tokenizer={prepared['tokenizer']}",
@@ -36,3 +41,21 @@ def test_train_on_a_megatron_sentence_corpus(prepared, corpus, tmp_path):
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
     assert all(math.isfinite(r["loss"]) and r["loss"] > 0 for r in steps)
+
+
+def test_train_on_a_weighted_blend(prepared, corpus, tmp_path):
+    prefix = sentence_prefix(prepared, corpus, tmp_path)
+    run = tmp_path / "run"
+    result = run_train_single(["--ds_config", str(ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+                               "method=aux-mlm", f"data.path=1 {prepared['data']} 3 {prefix}", f"data.tokenizer={prepared['tokenizer']}",
+                               f"train.out_dir={run}", "train.steps=3", "train.export=false"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"data: a blend, samples drawn in proportion to the weights: 0.25 {prepared['data']} (" in result.stdout
+    assert f"0.75 {prefix} (" in result.stdout
+    steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3]
+    assert all(math.isfinite(r["loss"]) for r in steps if "loss" in r)
+    bad = run_train_single(["--ds_config", str(ROOT / "ds_configs/zero3.json"), "--config", str(ROOT / "configs/tiny.yaml"),
+                            f"data.path=0.5 {prefix} 0.5", f"data.tokenizer={prepared['tokenizer']}", f"train.out_dir={tmp_path / 'bad'}"])
+    assert bad.returncode == 2 and "has 3 words, not weight-prefix pairs" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
