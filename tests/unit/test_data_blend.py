@@ -76,7 +76,7 @@ def test_blend_draws_each_corpus_where_megatron_core_does(blend):
     theirs, weights = megatron_dataset_index(blend, [3, 7], size)
     assert weights == pytest.approx(dataset.weights)
     assert np.array_equal(ours, theirs)
-    assert np.bincount(ours).tolist() == [300, 700]  # a holds about a quarter of the tokens, and gives 30%
+    assert abs(np.bincount(ours)[0] - 300) <= 1  # a holds about a quarter of the sequences, and gives 30%
     # The index is built for one period and repeated; a period's counts are within one of the weights.
     assert order.period == PERIOD and abs(int(order.per_period[0]) - 0.3 * PERIOD) <= 1
     assert [order(PERIOD + p) >= train.part_starts[1] for p in range(50)] == list(ours[:50] == 1)
