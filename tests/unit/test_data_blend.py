@@ -56,8 +56,9 @@ def megatron_dataset_index(blend, weights, size):
         from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
         from megatron.core.datasets.utils import get_blend_from_list
 
-    class Tokenizer:  # what GPTDataset reads of a tokenizer
+    class Tokenizer:  # what GPTDataset reads of a tokenizer (the ids only shape its masks; the index does not use them)
         eod, pad, vocab_size = 1, 0, 1000
+        unique_identifiers = {"class": "Tokenizer"}
 
     words = [w for weight, name in zip(weights, "ab") for w in (str(weight), str(blend[name]))]
     config = GPTDatasetConfig(random_seed=1, sequence_length=SEQ_LEN, blend=get_blend_from_list(words), split="1,0,0",
