@@ -188,7 +188,7 @@ class EarlyExitConfig:
 
 @dataclass
 class DataConfig:
-    path: str = ""  # a directory written by `fast-electra prepare`, or Megatron/NeMo .bin/.idx prefixes, comma-separated (data/indexed.py)
+    path: str = ""  # a directory written by `fast-electra prepare`, or Megatron/NeMo .bin/.idx prefixes, comma-separated (data/indexed.py), or a weighted blend "0.3 A 0.7 B" (data/blend.py)
     tokenizer: str = ""  # the tokenizer directory the shards were made with
     seq_len: int = 128  # with seq_len_schedule: the last phase's length
     # Earlier phases at other lengths, `SEQ_LEN:UNTIL` (UNTIL a fraction of train.steps), e.g. [128:0.9]

@@ -15,8 +15,21 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .blend import BlendedDataset, parse_blend
 from .indexed import open_shard, resolve_corpus, token_counts, token_range
 from .prepare import META_FILE, entropy_of_counts
+
+
+def open_dataset(path, seq_len: int, tokenizer=None):
+    """`data.path` opened: a PackedDataset, or a BlendedDataset of one per entry of a weighted blend."""
+    blend = parse_blend(path)
+    if blend is None:
+        return PackedDataset(path, seq_len, tokenizer=tokenizer)
+    parts = [PackedDataset(entry, seq_len, tokenizer=tokenizer) for _, entry in blend]
+    dataset = BlendedDataset(parts, [weight for weight, _ in blend], [entry for _, entry in blend])
+    _note("data: a blend, samples drawn in proportion to the weights: "
+          + ", ".join(f"{weight:.4g} {entry} ({len(part)} sequences)" for (weight, entry), part in zip(blend, parts)))
+    return dataset
 
 
 def _rerun(data_dir: Path) -> str:
@@ -153,6 +166,10 @@ class PackedDataset(torch.utils.data.Dataset):
         return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
 
 
+    def subset(self, indices: np.ndarray) -> "SampleSubset":
+        """The samples at `indices` (the training part of the validation split)."""
+        return SampleSubset(self, indices)
+
     def unigram_entropy(self) -> float:
         """Entropy (nats) of the corpus's token frequencies: the loss of a masked-LM that predicts
         frequencies and ignores context. `prepare` records it in meta.json; counted here otherwise."""
@@ -199,11 +216,29 @@ def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_samples, generator=generator)
 
 
+class EpochOrder:
+    """Position in the training stream -> sample: epochs 0, 1, ... of `epoch_permutation`."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed = num_samples, seed
+        self._permutations: dict[int, torch.Tensor] = {}
+
+    def __call__(self, position: int) -> int:
+        epoch = position // self.num_samples
+        if epoch not in self._permutations:
+            # Positions come in order and a step spans at most a few epochs: drop the earlier ones.
+            for old in [e for e in self._permutations if e < epoch - 2]:
+                del self._permutations[old]
+            self._permutations[epoch] = epoch_permutation(self.num_samples, self.seed, epoch)
+        return int(self._permutations[epoch][position % self.num_samples])
+
+
 class RankBatches:
     """Infinite iterator of this rank's micro-batches (dicts of [micro_batch_size, seq_len] tensors).
 
     The global sample order is the concatenation over epochs 0, 1, 2, ... of
-    `epoch_permutation(N, seed, epoch)`. Each step consumes the next micro_batch_size * world_size
+    `epoch_permutation(N, seed, epoch)`, or the dataset's own `sample_order(seed)` (a blend's).
+    Each step consumes the next micro_batch_size * world_size
     global positions and rank r takes slice [r*micro, (r+1)*micro] of them, so ranks are disjoint
     and together cover every sample once per epoch. `consumed_samples` counts all ranks; building
     with the value saved in a checkpoint resumes exactly where that run stopped."""
@@ -220,21 +255,15 @@ class RankBatches:
         self.dataset = dataset
         self.micro_batch_size, self.rank, self.world_size, self.seed = micro_batch_size, rank, world_size, seed
         self.consumed_samples = int(consumed_samples)
-        self._permutations: dict[int, torch.Tensor] = {}
+        order = getattr(dataset, "sample_order", None)
+        self._order = order(seed) if order is not None else EpochOrder(len(dataset), seed)
 
     @property
     def epoch(self) -> int:
         return self.consumed_samples // len(self.dataset)
 
     def _sample_at(self, position: int) -> int:
-        num_samples = len(self.dataset)
-        epoch = position // num_samples
-        if epoch not in self._permutations:
-            # A step spans at most a few epochs; drop permutations of finished ones.
-            for old in [e for e in self._permutations if e < self.epoch]:
-                del self._permutations[old]
-            self._permutations[epoch] = epoch_permutation(num_samples, self.seed, epoch)
-        return int(self._permutations[epoch][position % num_samples])
+        return self._order(position)
 
     def sample_indices(self) -> list[int]:
         """Dataset indices of this rank's next micro-batch (without consuming it)."""

@@ -63,9 +63,10 @@ def resolve_corpus(path) -> tuple[Path | None, list[Path]]:
             prefixes.append(p.with_suffix(""))
         elif Path(entry + ".idx").exists() or Path(entry + ".bin").exists():
             prefixes.append(p)
-        elif len(entry.split()) > 1:  # Megatron's --data-path form: "0.3 /c/wiki 0.7 /c/books" or "/c/wiki /c/books"
-            raise UserError(f"data.path entry {entry!r} does not exist (several words: blend weights or space-separated prefixes?)",
-                            "separate prefixes with commas, without weights: data.path=/c/wiki,/c/books (they are concatenated)")
+        elif len(entry.split()) > 1:  # Megatron's unweighted form "/c/wiki /c/books" (weighted blends: data/blend.py)
+            raise UserError(f"data.path entry {entry!r} does not exist (several words: space-separated prefixes?)",
+                            'separate prefixes with commas to concatenate them (data.path=/c/wiki,/c/books), '
+                            'or weigh them as Megatron does (data.path="0.3 /c/wiki 0.7 /c/books")')
         else:
             raise UserError(f"data.path entry {entry} does not exist (no directory, and no {entry}.bin/.idx)",
                             "pass a directory written by `fast-electra prepare`, or the prefix of a Megatron/NeMo corpus (its path without .bin/.idx)")

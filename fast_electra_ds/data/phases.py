@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import PackedDataset, RankBatches, SampleSubset, validation_split
+from .dataset import PackedDataset, RankBatches, SampleSubset, open_dataset, validation_split
 
 
 @dataclass
@@ -59,14 +59,14 @@ class PhasedData:
         packed: dict[int, PackedDataset] = {}
         for phase in reversed(phases):  # the final length first: its split is the reference
             if phase.seq_len not in packed:
-                packed[phase.seq_len] = PackedDataset(path, phase.seq_len, tokenizer=tokenizer)
+                packed[phase.seq_len] = open_dataset(path, phase.seq_len, tokenizer=tokenizer)  # a weighted blend too (one length)
         self.final = packed[phases[-1].seq_len]
         train, val = validation_split(len(self.final), val_sequences)
         splits = {phases[-1].seq_len: (train, val)}
         for length, dataset in packed.items():
             if length not in splits:
                 splits[length] = held_out_split(dataset, self.final, val)
-        self.phases = [LengthPhase(p.start, p.end, p.seq_len, packed[p.seq_len], SampleSubset(packed[p.seq_len], splits[p.seq_len][0]),
+        self.phases = [LengthPhase(p.start, p.end, p.seq_len, packed[p.seq_len], packed[p.seq_len].subset(splits[p.seq_len][0]),
                                    splits[p.seq_len][1]) for p in phases]
 
     def index(self, step: int) -> int:

@@ -146,8 +146,8 @@ def test_bad_paths_and_damaged_foreign_shards(corpus, tmp_path):
     tokenizer = corpus["tokenizer"]
     with pytest.raises(UserError, match=r"nothing_here does not exist.*prefix of a Megatron/NeMo corpus"):
         PackedDataset(tmp_path / "nothing_here", SEQ_LEN, tokenizer=tokenizer)
-    with pytest.raises(UserError, match=r"several words: blend weights.*separate prefixes with commas, without weights"):
-        PackedDataset(f"0.3 {corpus['document_prefix']} 0.7 {corpus['sentence_prefix']}", SEQ_LEN, tokenizer=tokenizer)
+    with pytest.raises(UserError, match=r"several words: space-separated prefixes.*separate prefixes with commas"):
+        PackedDataset(f"{corpus['document_prefix']} {corpus['sentence_prefix']}", SEQ_LEN, tokenizer=tokenizer)
     with pytest.raises(UserError, match=r"not a prepared dataset \(no meta.json\) and holds no Megatron .bin/.idx files"):
         PackedDataset(tmp_path, SEQ_LEN, tokenizer=tokenizer)
     prefix = tmp_path / "copy"
