@@ -52,6 +52,9 @@ def resolve_corpus(path) -> tuple[Path | None, list[Path]]:
         p = Path(entry)
         if p.is_dir() and (p / META_FILE).is_file():
             prepared.append(p)
+        elif Path(entry + ".idx").is_file() and Path(entry + ".bin").is_file():
+            # A prefix, even beside a directory of its name: Megatron caches its indices in <prefix>/cache/.
+            prefixes.append(p)
         elif p.is_dir():
             found = sorted(idx.with_suffix("") for idx in p.glob("*.idx"))
             if not found:
