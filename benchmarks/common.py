@@ -79,3 +79,12 @@ def pyplot():
     except ImportError:
         return None
     return plt
+
+
+def save_figure(plt, fig, path: Path, dpi: int = 100) -> bool:
+    """Lay out `fig`, write it to `path` (its folder made) and close it; True, for the charts' return."""
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return True

@@ -31,8 +31,13 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks import effectiveness as study
-from benchmarks.common import markdown_table, pyplot
+from benchmarks import effectiveness
+from benchmarks.common import RESULTS, markdown_table, pyplot, save_figure
+from benchmarks.study.analysis import unigram_entropy
+from benchmarks.study.budget import budget_from_steps, flops_per_sequence, steps_for_budget
+from benchmarks.study.pretraining import pretrain
+from benchmarks.study.settings import Settings
+from benchmarks.study.stages import done, record_path, run_metrics
 from fast_electra_ds.errors import UserError, run_guarded
 
 WEAK_AUX = "aux-weak"
@@ -69,40 +74,40 @@ def stage_name(variant: str, seed: int, precision: str = "bf16") -> str:
     return name if seed == 1 else f"{name}-seed{seed}"
 
 
-def save_state(settings: study.Settings, stage: str, state: Path | None) -> None:
+def save_state(settings: Settings, stage: str, state: Path | None) -> None:
     """Copy a finished stage's record, metrics and wall time into `state` (committed with the results)."""
-    if state is None or study.done(settings.work, stage) is None:
+    if state is None or done(settings.work, stage) is None:
         return
     (state / "stages").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(study.record_path(settings.work, stage), state / "stages" / f"{stage}.json")
+    shutil.copy2(record_path(settings.work, stage), state / "stages" / f"{stage}.json")
     (state / stage).mkdir(parents=True, exist_ok=True)
     for name in ("metrics.jsonl", "stage_wall_time.json"):
         if (settings.work / stage / name).is_file():
             shutil.copy2(settings.work / stage / name, state / stage / name)
 
 
-def run_variant(settings: study.Settings, name: str, seed: int, steps: int, base_seed: int, state: Path | None) -> dict | None:
+def run_variant(settings: Settings, name: str, seed: int, steps: int, base_seed: int, state: Path | None) -> dict | None:
     variant = ALL[name]
     extra = list(variant.overrides)
     if seed != 1:
         extra.append(f"train.seed={base_seed + seed - 1}")
     if variant.method == "fast":
         if variant.aux == WEAK_AUX:
-            study.pretrain(settings, WEAK_AUX, "aux-mlm", WEAK_AUX_STEPS, [])
+            pretrain(settings, WEAK_AUX, "aux-mlm", WEAK_AUX_STEPS, [])
             save_state(settings, WEAK_AUX, state)
         extra.append(f"aux.path={settings.work / variant.aux / 'hf'}")
     stage = stage_name(name, seed, settings.precision)
-    record = study.pretrain(settings, stage, variant.method, steps, extra)
+    record = pretrain(settings, stage, variant.method, steps, extra)
     save_state(settings, stage, state)
     return record
 
 
-def final_validation(settings: study.Settings, stage: str) -> dict:
-    validated = [r for r in study.run_metrics(settings, stage) if "val_rtd_context_gain" in r]
+def final_validation(settings: Settings, stage: str) -> dict:
+    validated = [r for r in run_metrics(settings, stage) if "val_rtd_context_gain" in r]
     return validated[-1] if validated else {}
 
 
-def compared_runs(settings: study.Settings, names: list[str]) -> list[tuple[str, str]]:
+def compared_runs(settings: Settings, names: list[str]) -> list[tuple[str, str]]:
     """(variant, precision) pairs to report: every variant at the run's precision, and at another precision
     the study's own bf16 baselines beside them (the reference where no same-precision baseline ran)."""
     runs = [(name, settings.precision) for name in names]
@@ -111,7 +116,7 @@ def compared_runs(settings: study.Settings, names: list[str]) -> list[tuple[str,
     return runs
 
 
-def summarise(settings: study.Settings, names: list[str], seeds: list[int], steps: int) -> dict:
+def summarise(settings: Settings, names: list[str], seeds: list[int], steps: int) -> dict:
     """Per run (variant and precision): the last validation of each seed, medians, and the ratio to electra's
     median gain (at the same precision where that ran, else the study's bf16 electra)."""
     rows = {}
@@ -120,7 +125,7 @@ def summarise(settings: study.Settings, names: list[str], seeds: list[int], step
         finals = {seed: f for seed, f in finals.items() if f}
         if not finals:
             continue
-        finished = [seed for seed in finals if study.done(settings.work, stage_name(name, seed, precision))]
+        finished = [seed for seed in finals if done(settings.work, stage_name(name, seed, precision))]
         rows[stage_name(name, 1, precision)] = {
             "variant": name, "precision": precision, "method": ALL[name].method, "hypothesis": ALL[name].hypothesis,
             "change": ALL[name].notes, "overrides": list(ALL[name].overrides), "seeds": sorted(finals), "finished_seeds": sorted(finished),
@@ -150,15 +155,15 @@ def render(summary: dict, command: str, curves: str) -> str:
         "sequences (metrics/learning.py); the bar for 'learned context' is 0.02."])
 
 
-def plot(path: Path, settings: study.Settings, names: list[str], seeds: list[int]) -> bool:
+def plot(path: Path, settings: Settings, names: list[str], seeds: list[int]) -> bool:
     plt = pyplot()
     if plt is None:
         return False
-    tokens_per_step = settings.global_batch * settings.run_config().data.seq_len
+    tokens_per_step = settings.tokens_per_step
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, precision in compared_runs(settings, names):
         for seed in seeds:
-            records = [r for r in study.run_metrics(settings, stage_name(name, seed, precision)) if "val_rtd_context_gain" in r]
+            records = [r for r in run_metrics(settings, stage_name(name, seed, precision)) if "val_rtd_context_gain" in r]
             if not records:
                 continue
             x = [r["step"] * tokens_per_step / 1e6 for r in records]
@@ -172,11 +177,7 @@ def plot(path: Path, settings: study.Settings, names: list[str], seeds: list[int
         ax.set_title(key)
     axes[0].axhline(0.02, linestyle="--", color="black", linewidth=0.8)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return True
+    return save_figure(plt, fig, path, dpi=90)
 
 
 def main(argv: list[str]) -> int:
@@ -186,25 +187,25 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--save-state", type=Path, help="copy each finished stage's record and metrics here")
     parser.add_argument("--fidelity-out", type=Path, help="where fidelity.{md,json} and the curves go (default: --out-dir)")
     own, rest = parser.parse_known_args(argv)
-    args = study.parse_args(rest)
-    settings = study.make_settings(args)
-    if study.done(settings.work, "prepare") is None:
+    args = effectiveness.parse_args(rest)
+    settings = effectiveness.make_settings(args)
+    if done(settings.work, "prepare") is None:
         raise UserError(f"{settings.work} holds no prepared study data", "run benchmarks/study.sh first (it prepares the corpus)")
     from transformers import AutoTokenizer
 
     vocab_size = len(AutoTokenizer.from_pretrained(settings.work / "tokenizer"))
-    per_sequence = study.flops_per_sequence(settings.run_config(), vocab_size)
-    budget = settings.budget or study.budget_from_steps(settings.main_steps, settings.global_batch, per_sequence)
-    steps = study.steps_for_budget(budget, settings.global_batch, per_sequence["electra"]["main"])
+    per_sequence = flops_per_sequence(settings.run_config(), vocab_size, unigram_entropy(settings))
+    budget = settings.budget or budget_from_steps(settings.main_steps, settings.global_batch, per_sequence)
+    steps = steps_for_budget(budget, settings.global_batch, per_sequence["electra"]["main"])
     base_seed = settings.run_config().train.seed
     for seed in own.pretrain_seeds:
         for name in own.variants:
             run_variant(settings, name, seed, steps, base_seed, own.save_state)
     names = [*BASELINES, *VARIANTS]
-    seeds = sorted({1, *own.pretrain_seeds, *(s for s in range(2, 6) if any(study.done(settings.work, stage_name(n, s, settings.precision)) for n in names))})
+    seeds = sorted({1, *own.pretrain_seeds, *(s for s in range(2, 6) if any(done(settings.work, stage_name(n, s, settings.precision)) for n in names))})
     summary = summarise(settings, names, seeds, steps)
     command = "python benchmarks/fidelity.py " + " ".join(argv)
-    out = own.fidelity_out or Path(args.out_dir or study.RESULTS)
+    out = own.fidelity_out or Path(args.out_dir or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
     base = "fidelity" if settings.precision == "bf16" else f"fidelity-{settings.precision}"
     (out / f"{base}.json").write_text(json.dumps({"command": command, "precision": settings.precision, **summary}, indent=1) + "\n")

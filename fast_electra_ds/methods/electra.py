@@ -45,5 +45,5 @@ class Electra(JointMethod):
         return exports
 
     def main_head_flops(self, config: ElectraConfig, seq_len: int, masked: float) -> float:
-        clm = mlm_head_flops(config, seq_len) if self.config.model.corrective_lm else 0.0  # CLM head at every position
+        clm = mlm_head_flops(config, seq_len) if self.config.model.corrective_lm else 0  # CLM head at every position
         return rtd_head_flops(config, seq_len) + clm

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import ElectraForPreTraining
+from transformers import ElectraConfig, ElectraForPreTraining
 
 from ..accounting.flops import encoder_forward_flops, mlm_head_flops, rtd_head_flops, training_flops
 from ..errors import UserError
@@ -86,9 +86,12 @@ class FastElectra(Method):
             main_forward += mlm_head_flops(main, seq_len)  # the CLM head at every position
         return training_flops(main_forward)
 
+    def aux_flops_per_sequence(self, seq_len: int, aux: ElectraConfig | None = None) -> float:
+        """The frozen aux's forward (encoder, MLM head at the masked positions): the loaded aux's, or
+        that of an aux of config `aux` (one not trained yet, sized as aux-mlm will train it)."""
+        aux = aux if aux is not None else self.aux.model.config
+        return encoder_forward_flops(aux, seq_len) + mlm_head_flops(aux, seq_len * self.config.masking.mask_prob)
+
     def flops_per_sequence(self, seq_len: int) -> float:
-        aux = self.aux.model.config
-        masked = seq_len * self.config.masking.mask_prob
-        aux_forward = encoder_forward_flops(aux, seq_len) + mlm_head_flops(aux, masked)
-        return self.main_flops_per_sequence(seq_len) + aux_forward
+        return self.main_flops_per_sequence(seq_len) + self.aux_flops_per_sequence(seq_len)
 

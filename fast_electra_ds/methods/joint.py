@@ -56,10 +56,16 @@ class JointMethod(Method):
     def main_head_flops(self, config: ElectraConfig, seq_len: int, masked: float) -> float:
         raise NotImplementedError
 
+    def generator_flops_per_sequence(self, seq_len: int) -> float:
+        """Training FLOPs of the generator: its encoder and its MLM head at the masked positions."""
+        gen = self.generator_config()
+        return training_flops(encoder_forward_flops(gen, seq_len) + mlm_head_flops(gen, seq_len * self.config.masking.mask_prob))
+
+    def main_flops_per_sequence(self, seq_len: int) -> float:
+        """Training FLOPs of the main model alone (what equal-budget comparisons hold equal)."""
+        main = self.main_config()
+        return training_flops(encoder_forward_flops(main, seq_len) + self.main_head_flops(main, seq_len, seq_len * self.config.masking.mask_prob))
+
     def flops_per_sequence(self, seq_len: int) -> float:
         """Training FLOPs of both models (sampling is negligible)."""
-        gen, main = self.generator_config(), self.main_config()
-        masked = seq_len * self.config.masking.mask_prob
-        gen_forward = encoder_forward_flops(gen, seq_len) + mlm_head_flops(gen, masked)
-        main_forward = encoder_forward_flops(main, seq_len) + self.main_head_flops(main, seq_len, masked)
-        return training_flops(gen_forward) + training_flops(main_forward)
+        return self.generator_flops_per_sequence(seq_len) + self.main_flops_per_sequence(seq_len)
