@@ -85,11 +85,11 @@ def clean_orphans(target: Path, kinds: tuple[str, ...], say=None, now: float | N
             shutil.rmtree(path, ignore_errors=True)
             if not path.exists():
                 removed.append(path)
-                say(f"removed {path}, the temporary directory of a {_what(kind)} of {target} that was killed ({why})")
+                say(f"removed {path}, the temporary directory of {_what(kind)} of {target} that was killed ({why})")
         else:
-            say(f"left {path} alone, a temporary directory of a {_what(kind)} of {target}: {alive}; remove it once no such run is active")
+            say(f"left {path} alone, a temporary directory of {_what(kind)} of {target}: {alive}; remove it once no such run is active")
     return removed
 
 
 def _what(kind: str) -> str:
-    return {"export": "export", "tmp": "prepare", "old": "replacement"}[kind]
+    return {"export": "an export", "tmp": "a prepare", "old": "a replacement"}[kind]
