@@ -147,7 +147,25 @@ class PackedDataset(torch.utils.data.Dataset):
                 first = int(self.doc_offset[k]) + lo - doc_start
                 out[lo - start:hi - start] = self.shards[self.doc_shard[k]].tokens[first:first + hi - lo]
             k += 1
+        # A shard changed in place after it was checked at open (same size, other ids) would fail deep
+        # in the model's embedding lookup; two reductions over a sample's ids cost next to nothing.
+        if len(out) and (out.min() < 0 or out.max() >= self.vocab_size):
+            self._name_bad_shard(start, stop)
         return out
+
+    def _name_bad_shard(self, start: int, stop: int) -> None:
+        k = int(np.searchsorted(self.doc_starts, start, side="right")) - 1
+        while k < len(self.doc_lengths) and self.doc_starts[k] < stop:
+            shard, first = self.shards[self.doc_shard[k]], int(self.doc_offset[k])
+            ids = np.asarray(shard.tokens[first:first + int(self.doc_lengths[k])]).astype(np.int64)
+            bad = np.nonzero((ids < 0) | (ids >= self.vocab_size))[0]
+            if len(bad):
+                fix = (_rerun(self.data_dir) if self.meta.get("format") != "megatron-indexed"
+                       else f"rebuild {shard.prefix}.bin/.idx with the tokenizer of data.tokenizer")
+                raise UserError(f"shard {shard.prefix.name} ({shard.prefix}.bin) holds token id {int(ids[bad[0]])} at token {first + int(bad[0])}, "
+                                f"outside the vocabulary's {self.vocab_size} ids: the file was changed after it was written", fix)
+            k += 1
+        raise UserError(f"the data at {self.data_dir} holds token ids outside the vocabulary's {self.vocab_size} ids", _rerun(self.data_dir))
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         index = int(index)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, check_writable, writing_to
+from ..runtime.temp_dirs import clean_orphans, temp_name
 from .text import iter_documents
 from .tokenizer import load_tokenizer, special_token_ids, tokenizer_fingerprint
 
@@ -156,7 +157,7 @@ def _publish(tmp_dir: Path, out_dir: Path) -> None:
     """Replace out_dir by the finished tmp_dir with renames (atomic on one filesystem)."""
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        old = out_dir.with_name(temp_name(out_dir, "old"))
         out_dir.rename(old)
     tmp_dir.rename(out_dir)
     if old is not None:
@@ -200,7 +201,8 @@ def prepare(input_files, tokenizer_dir, out_dir, workers: int = 2, text_field: s
     dtype = token_dtype(vocab_size)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    clean_orphans(out_dir, ("tmp", "old"))  # left by a prepare killed before it finished
+    tmp_dir = out_dir.with_name(temp_name(out_dir, "tmp"))
     shutil.rmtree(tmp_dir, ignore_errors=True)
     tmp_dir.mkdir()
     stats: dict = {"undecodable_lines": 0, "replaced_chars": 0}

@@ -15,6 +15,7 @@ from .. import checkpointing as ckpt
 from ..config.run_config import load_config
 from ..data.tokenizer import load_tokenizer
 from ..errors import UserError, check_writable, writing_to
+from ..runtime.temp_dirs import clean_orphans, temp_name
 from ..checkpointing.safe_load import weights_only_loads
 from .model_card import finish_model_dir
 from ..methods import METHODS, TokenInfo
@@ -87,7 +88,7 @@ def install_export(tmp: Path, out_dir: Path, overwrite: bool) -> None:
     elif not any(out_dir.iterdir()):
         os.replace(tmp, out_dir)  # rename(2) replaces an empty directory
     else:  # an earlier export (checked above): swap, then remove the old one
-        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_name(out_dir, "old") + "-", dir=out_dir.parent))
         os.replace(out_dir, old / "export")
         os.replace(tmp, out_dir)
         shutil.rmtree(old, ignore_errors=True)
@@ -103,6 +104,7 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwri
         raise UserError(f"export source {source} does not exist", "pass a run directory (train.out_dir) or one of its checkpoints/step_* directories")
     check_out_dir(out_dir, overwrite)  # before the work
     check_writable(out_dir, "export target")
+    clean_orphans(out_dir, ("export", "old"))  # left by an export killed before it finished
     checkpoint = ckpt.resolve_checkpoint(source)
     run_dir = checkpoint.parent.parent
     for name in ("config.yaml", "tokens.json", "tokenizer"):
@@ -128,7 +130,7 @@ def export(source: str | Path, out_dir: str | Path, verify: bool = True, overwri
     tokenizer = load_tokenizer(str(run_dir / "tokenizer"))
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.export-", dir=out_dir.parent))  # ours alone: no user path is reused
+    tmp = Path(tempfile.mkdtemp(prefix=temp_name(out_dir, "export") + "-", dir=out_dir.parent))  # ours alone: no user path is reused
     umask = os.umask(0o022)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the export private

@@ -31,9 +31,10 @@ from .divergence import DivergenceGuard, stop_diverged, weights_are_finite
 from .loss_scale import end_applied_step, schedule_clock
 from ..models.encoder import is_partitioned, local_and_total_numel
 from ..runtime.process_group import scheduler_built_quietly
+from ..runtime.temp_dirs import clean_orphans
 from ..methods import METHODS, Method, StepContext, TokenInfo
 
-RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer")
+RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer", ckpt.SHAPES, ckpt.HISTORY)
 
 
 # --- small helpers -----------------------------------------------------------------------------------
@@ -126,9 +127,10 @@ class Trainer:
                                 unigram_entropy=self.dataset.unigram_entropy())
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
 
-        checkpoint = None
+        checkpoint, self.changes = None, []
         if resume:
             checkpoint = ckpt.resolve_checkpoint(self.run_dir, all_ranks=True, inexact=allow_inexact_resume)  # every rank verifies its share of the files
+            self.changes = ckpt.check_resume(self.run_dir, config.to_dict(), self.tokens.__dict__, self.ds_config)  # before any weight is loaded
             saved_method = json.loads((checkpoint / ckpt.TRAINER_STATE).read_text()).get("method")
             if saved_method != config.method:
                 raise UserError(f"checkpoint {checkpoint} was written by method {saved_method}, not {config.method}", f"resume with method={saved_method}, or start a new train.out_dir")
@@ -151,12 +153,16 @@ class Trainer:
                                      self.device, step_generator) for phase in self.data.phases]
 
         self.state = TrainerState()
+        self.shapes = ckpt.parameter_shapes(self.engine.module)
         if checkpoint is not None:
+            ckpt.check_model_shapes(self.run_dir, self.shapes, self.changes)
             saved = ckpt.load_checkpoint(self.engine, checkpoint, inexact=allow_inexact_resume)
             self.state = TrainerState(saved["step"], saved["consumed_samples"], saved.get("method_state"))
             self.method.load_state_dict(self.state.method_state or {})
             self.metrics.load_state_dict(saved.get("metrics_state"))
             self.log(f"resumed from {checkpoint} at step {self.state.step}")
+            for note in self.changes:
+                self.log(f"resume: {note}")
         self.write_run_files()
         self.write_placement()
 
@@ -171,12 +177,15 @@ class Trainer:
         """The run directory is self-contained: export needs only it."""
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.run_dir / "config.yaml")
+            save_config(self.config, self.run_dir / "config.yaml")  # the current config; every session's stays in the history
+            ckpt.write_history(self.run_dir, self.config.to_dict(), self.ds_config, self.state.step)
             (self.run_dir / "ds_config.json").write_text(json.dumps(self.ds_config, indent=1))
             (self.run_dir / "tokens.json").write_text(json.dumps(self.tokens.__dict__, indent=1))
+            (self.run_dir / ckpt.SHAPES).write_text(json.dumps(self.shapes))
             if not (self.run_dir / "tokenizer").is_dir():
                 self.tokenizer.save_pretrained(self.run_dir / "tokenizer")
             self.trim_metrics(self.run_dir / "metrics.jsonl")
+            clean_orphans(self.run_dir / "hf", ("export", "old"))  # a final export killed before it finished
         dist.barrier()
 
     def write_placement(self) -> None:

@@ -41,6 +41,15 @@ def test_truncated_shard(prepared, tmp_path):
     assert_user_error(result, binary.stem, "prepare")
 
 
+def test_shard_overwritten_in_place_with_out_of_range_ids(prepared, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(prepared["data"], data)
+    binary = next(data.glob("*.bin"))
+    binary.write_bytes(b"\xff" * binary.stat().st_size)  # the same size (the open-time checks pass), ids 65535
+    result = run_train_single(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm"))
+    assert_user_error(result, f"shard {binary.stem}", "token id 65535", "prepare")
+
+
 def test_corrupted_index(prepared, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(prepared["data"], data)

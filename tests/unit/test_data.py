@@ -417,3 +417,53 @@ def test_rank_batches_argument_errors(dataset):
         RankBatches(dataset, 0, rank=0, world_size=1, seed=0)
     with pytest.raises(ValueError, match="must be positive"):
         RankBatches(dataset, 4, rank=0, world_size=0, seed=0)
+
+
+# ---------------------------------------------------------------- changed or orphaned files
+
+def test_a_shard_overwritten_in_place_is_named_at_the_sample_that_reads_it(work, tmp_path):
+    import numpy as np
+
+    data = copy_prepared(work, tmp_path)
+    dataset = PackedDataset(data, 64)
+    second = dataset.shards[1]
+    position = int(second.doc_offsets[3]) + 2  # a token inside the second shard's fourth document
+    tokens = np.memmap(f"{second.prefix}.bin", dtype=second.tokens.dtype, mode="r+")
+    tokens[position] = 2000  # one id past the 2000-token vocabulary; the file keeps its size
+    tokens.flush()
+    dataset = PackedDataset(data, 64)  # the open-time checks (sizes, index) still pass
+    stream_position = int(dataset.doc_starts[len(dataset.shards[0].doc_lengths) + 3]) + 2
+    bad_sample = stream_position // dataset.tokens_per_sample
+    assert dataset[bad_sample - 1]["input_ids"].max() < 2000
+    with pytest.raises(UserError, match=rf"shard {second.prefix.name} .* holds token id 2000 at token {position}, outside the vocabulary's 2000 ids"):
+        dataset[bad_sample]
+
+
+def test_prepare_removes_the_temp_directory_of_a_killed_prepare(work, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import cpu_env
+
+    big = tmp_path / "big.txt"
+    big.write_text(work["corpus"].read_text() * 3)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "fast_electra_ds.cli", "prepare", "--input", str(big), "--tokenizer", str(work["tokenizer_dir"]),
+               "--out", str(out), "--workers", "1"]
+    job = subprocess.Popen(command, env=cpu_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 1200  # a loaded machine took over 300 s to start the prepare
+    while not list(tmp_path.glob(".out.tmp-*")) and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(job.pid, signal.SIGKILL)
+    output = job.communicate()[0].decode(errors="replace")
+    assert job.returncode == -signal.SIGKILL, output[-2000:]  # killed while it ran, not finished or failed before
+    [orphan] = tmp_path.glob(".out.tmp-*")  # what kill -9 leaves
+    result = subprocess.run(command, env=cpu_env(), capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not orphan.exists() and not list(tmp_path.glob(".out.*"))
+    said = [line for line in result.stderr.splitlines() if line.startswith("warning: removed")]
+    assert len(said) == 1 and str(orphan) in said[0] and f"process {job.pid} no longer runs" in said[0], result.stderr[-2000:]
+    assert json.loads((out / "meta.json").read_text())["num_documents"] > work["num_docs"]
