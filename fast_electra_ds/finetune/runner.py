@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, check_writable
+from ..metrics.logger import strict
 from . import trainer
 from .recipes import make_recipe, size_for_hidden
 from .tasks import Split, Task, get_task, load_task_data, present_test_files, read_test_split
@@ -68,6 +69,12 @@ def write_submission(path: Path, ids: list[str], predictions, task: Task) -> Non
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
     os.replace(tmp, path)
+
+
+def json_text(value) -> str:
+    """Strict JSON for the summaries: an undefined metric (a correlation of constant predictions) is
+    `null`, not the bare NaN that jq, JavaScript and strict parsers refuse."""
+    return json.dumps(strict(value), indent=2, allow_nan=False) + "\n"
 
 
 def write_dev_predictions(path: Path, split: Split, predictions, task: Task) -> None:
@@ -174,7 +181,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         del model
         stats["wall_time_s"] = round(time.perf_counter() - seed_started, 2)
         per_seed[str(seed)], per_seed_stats[str(seed)] = results, stats
-        (task_out / f"seed_{seed}.json").write_text(json.dumps({"metrics": results, **stats}, indent=2) + "\n")
+        (task_out / f"seed_{seed}.json").write_text(json_text({"metrics": results, **stats}))
         if progress:
             print(f"{task_spec.name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
                   + f" ({stats['wall_time_s']:.0f} s)", flush=True)
@@ -204,7 +211,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         "device": device.type + (f" ({autocast} autocast)" if autocast else ""),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    (task_out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (task_out / "summary.json").write_text(json_text(summary))
     (task_out / "summary.md").write_text(task_markdown(summary))
     return summary
 
@@ -258,7 +265,7 @@ def run_tasks(model_dir, tasks, data_dir, out_dir, seeds, recipe: str = "auto", 
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     out_dir = Path(out_dir)
-    (out_dir / "summary.json").write_text(json.dumps(combined, indent=2) + "\n")
+    (out_dir / "summary.json").write_text(json_text(combined))
     names = list(combined["tasks"])
     lines = [f"# Fine-tuning {model_dir}: median over seeds {combined['seeds']} (values in %)", "",
              "| | " + " | ".join(names) + " | Average |", "|---" * (len(names) + 2) + "|",

@@ -109,3 +109,16 @@ def test_warmup_then_linear_decay():
         schedule.step()
     assert seen.index(max(seen)) == 9 and max(seen) == pytest.approx(2 * 0.91) and seen[-1] == pytest.approx(0.02)
     assert all(later < earlier for earlier, later in zip(seen[9:], seen[10:]))
+
+
+def test_summaries_are_strict_json():
+    """A diverged seed's loss (NaN) or an infinite value is `null` in summary.json and seed_<s>.json."""
+    import json
+
+    from fast_electra_ds.finetune.runner import json_text
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant}")
+
+    text = json_text({"metrics": {"accuracy": 0.5}, "train_loss": float("nan"), "curve": [1.0, float("inf")]})
+    assert json.loads(text, parse_constant=refuse) == {"metrics": {"accuracy": 0.5}, "train_loss": None, "curve": [1.0, None]}
