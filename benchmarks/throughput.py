@@ -44,8 +44,18 @@ from fast_electra_ds.metrics.tracker import TrainingMetrics
 SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
-def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Dense matmul TFLOP/s of this device: best of `repeats` n×n×n matmuls."""
+def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5, budget_s: float = 0.5) -> float:
+    """Dense matmul TFLOP/s of this device: best of `repeats` n×n×n matmuls. n shrinks where one would
+    take longer than `budget_s`: a 16-bit matmul on a CPU without native support (bf16 without
+    AVX512-BF16/AMX) is emulated, orders of magnitude slower, and a 2048-cube took minutes."""
+    probe = 256
+    a = torch.randn(probe, probe, device=device, dtype=dtype)
+    a @ a
+    _sync(device)
+    start = time.perf_counter()
+    a @ a
+    _sync(device)
+    n = matmul_size(time.perf_counter() - start, probe, n, budget_s)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
@@ -57,6 +67,14 @@ def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, 
         _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e12
+
+
+def matmul_size(probe_s: float, probe: int, n: int, budget_s: float) -> int:
+    """The largest of n, n/2, n/4, ... (not below `probe`) whose matmul, scaled by n³ from a probe-size
+    one that took `probe_s`, stays within `budget_s`."""
+    while n > probe and probe_s * (n / probe) ** 3 > budget_s:
+        n //= 2
+    return n
 
 
 def _sync(device: torch.device) -> None:

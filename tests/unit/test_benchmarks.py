@@ -208,3 +208,13 @@ def test_memory_by_setup_shards_the_generator_not_the_frozen_aux():
     # Original's generator trains under ZeRO-3: its states are divided by the ranks, the frozen aux's bytes are not
     assert r["zero3-8ranks"]["original"] - r["zero3-8ranks"]["main"] < r["zero3-1ranks"]["original"] - r["zero3-1ranks"]["main"]
     assert r["zero3-8ranks"]["fast"] - r["zero3-8ranks"]["main"] == r["zero3-1ranks"]["fast"] - r["zero3-1ranks"]["main"]
+
+
+def test_the_peak_matmul_shrinks_where_the_dtype_is_emulated():
+    """bf16 on a CPU without native support: a 256-cube took 22 ms here (fp32: 0.7 ms); the 2048-cube
+    peak measure then took minutes per matmul. The size is chosen from the probe."""
+    from benchmarks.throughput import matmul_size
+
+    assert matmul_size(0.0007, 256, 2048, 0.5) == 2048  # fp32 here: the full size
+    assert matmul_size(0.022, 256, 2048, 0.5) == 512  # emulated bf16: 0.022 * 8 = 0.18 s at 512
+    assert matmul_size(10.0, 256, 2048, 0.5) == 256  # never below the probe
