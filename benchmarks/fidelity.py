@@ -36,7 +36,7 @@ from benchmarks.common import RESULTS, markdown_table, pyplot, save_figure
 from benchmarks.study.analysis import unigram_entropy
 from benchmarks.study.budget import budget_from_steps, flops_per_sequence, steps_for_budget
 from benchmarks.study.pretraining import pretrain
-from benchmarks.study.settings import Settings
+from benchmarks.study.settings import LR_FACTOR, Settings
 from benchmarks.study.stages import done, record_path, run_metrics
 from fast_electra_ds.errors import UserError, run_guarded
 
@@ -50,6 +50,7 @@ class Variant:
     overrides: tuple[str, ...] = ()
     hypothesis: str = ""
     aux: str = "aux"  # the study's aux stage whose export fast samples from
+    lr_factor: float = 1.0  # x the study's peak lr (the robustness runs)
     notes: str = field(default="", compare=False)
 
 
@@ -62,6 +63,8 @@ VARIANTS = {
     "fast-target": Variant("fast", ("curriculum.kind=target",), "H1", notes="T follows the aux CE path"),
     "fast-clm": Variant("fast", ("model.corrective_lm=true",), "H2", notes="corrective LM head on the discriminator"),
     "electra-unshared": Variant("electra", ("generator.share_embeddings=false",), "H2", notes="generator's own embeddings"),
+    "fast-target-lr3x": Variant("fast", ("curriculum.kind=target",), "robustness", lr_factor=LR_FACTOR, notes=f"fast-target at {LR_FACTOR:g}x peak lr"),
+    "electra-lr3x": Variant("electra", (), "robustness", lr_factor=LR_FACTOR, notes=f"electra at {LR_FACTOR:g}x peak lr"),
 }
 ALL = {**BASELINES, **VARIANTS}
 CURVE_KEYS = ("val_rtd_context_gain", "val_rtd_auc", "val_rtd_prior_gap")
@@ -97,7 +100,7 @@ def run_variant(settings: Settings, name: str, seed: int, steps: int, base_seed:
             save_state(settings, WEAK_AUX, state)
         extra.append(f"aux.path={settings.work / variant.aux / 'hf'}")
     stage = stage_name(name, seed, settings.precision)
-    record = pretrain(settings, stage, variant.method, steps, extra)
+    record = pretrain(settings, stage, variant.method, steps, extra, lr_factor=variant.lr_factor)
     save_state(settings, stage, state)
     return record
 
