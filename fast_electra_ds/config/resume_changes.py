@@ -25,7 +25,8 @@ FIXED = ("method", *(f"model.{key}" for key in MODEL_SIZE_KEYS), "model.max_posi
 
 # How the run is kept and watched; a change needs no note.
 QUIET = {f"train.{key}" for key in ("out_dir", "log_every", "save_every", "save_every_minutes", "keep_last", "eval_every", "progress",
-                                    "stop_after", "export", "collective_timeout_minutes", "max_skipped_share", "skipped_window")}
+                                    "stop_after", "export", "collective_timeout_minutes", "max_skipped_share", "skipped_window",
+                                    "on_divergence", "max_rollbacks")}
 QUIET |= {"model.preset"}  # compared through the sizes it resolves to
 
 MEANINGS = {

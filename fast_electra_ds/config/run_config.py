@@ -223,6 +223,11 @@ class TrainConfig:
     # the last `skipped_window` steps stops the run; 1 never stops on skips (a non-finite loss still does).
     max_skipped_share: float = 0.5
     skipped_window: int = 20
+    # A diverged run "stop"s (exit 4, checkpoints untouched) or "rollback"s: reloads its newest checkpoint and
+    # goes on past the samples read since, as large-scale trainers do after a loss spike; at most
+    # `max_rollbacks` times in one session, then it stops.
+    on_divergence: str = "stop"
+    max_rollbacks: int = 3
     # How long a rank waits in one collective before the job fails (a hung or lost peer). DeepSpeed's own
     # default is 10 minutes. The final export is not bounded by it: the other ranks wait for it through the store.
     collective_timeout_minutes: float = 30.0
@@ -367,7 +372,7 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"train.steps is {train.steps}; a run needs at least one step", "pass train.steps=<a positive number>")
     if train.log_every <= 0:
         raise UserError(f"train.log_every is {train.log_every}; it must be at least 1", "e.g. train.log_every=10")
-    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last", "stall_minutes"):
+    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last", "stall_minutes", "max_rollbacks"):
         if not getattr(train, key) >= 0:  # NaN too
             raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
     config.curriculum.check()
@@ -380,6 +385,11 @@ def validate(config: RunConfig) -> None:
     if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:
         raise UserError(f"train.max_skipped_share {train.max_skipped_share} / train.skipped_window {train.skipped_window} are out of range",
                         "give a share in (0, 1] (1: never stop on skipped steps) and a window of at least 1 step")
+    if train.on_divergence not in ("stop", "rollback"):
+        raise UserError(f"train.on_divergence is {train.on_divergence!r}", "use stop (exit 4) or rollback (reload the newest checkpoint and skip the samples since)")
+    if train.on_divergence == "rollback" and len(config.seq_len_phases()) > 1:
+        raise UserError("train.on_divergence=rollback does not work with a multi-length data.seq_len_schedule yet",
+                        "use train.on_divergence=stop, or train the phases as separate runs")
 
 
 def save_config(config: RunConfig, path: Path) -> None:

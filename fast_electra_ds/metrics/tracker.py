@@ -86,6 +86,11 @@ class TrainingMetrics:
         if self.per_step:
             self.step.add({k: v for k, v in metrics.items() if v[0].dim() == 0})
 
+    def discard_window(self) -> None:
+        """Forget the sums since the last log (a rollback drops the diverged steps)."""
+        self.window.clear()
+        self.step.clear()
+
     def step_values(self) -> dict[str, float]:
         """This step's scalar averages (one small all-reduce), only for methods that read them."""
         if not self.per_step:

@@ -33,6 +33,11 @@ class DivergenceGuard:
         self.skipped: deque[bool] = deque(maxlen=window)
         self.nonfinite = torch.zeros((), device=device)
 
+    def reset(self) -> None:
+        """After a rollback: the window starts again from the reloaded checkpoint."""
+        self.skipped.clear()
+        self.nonfinite.zero_()
+
     def see_loss(self, loss: torch.Tensor) -> None:
         """Each micro-batch's loss, kept on the device (no sync here)."""
         self.nonfinite = torch.maximum(self.nonfinite, (~torch.isfinite(loss.detach().float())).any().float())

@@ -35,6 +35,7 @@ from ..runtime.temp_dirs import clean_orphans
 from ..methods import METHODS, Method, StepContext, TokenInfo
 
 RUN_FILES = ("config.yaml", "ds_config.json", "tokens.json", "tokenizer", ckpt.SHAPES, ckpt.HISTORY)
+ROLLBACKS = "rollbacks.jsonl"  # one line per train.on_divergence=rollback: where it diverged, why, what was skipped
 
 
 # --- small helpers -----------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ class Trainer:
                                      self.device, step_generator) for phase in self.data.phases]
 
         self.state = TrainerState()
+        self.rollbacks = 0
         self.shapes = ckpt.parameter_shapes(self.engine.module)
         if checkpoint is not None:
             ckpt.check_model_shapes(self.run_dir, self.shapes, self.changes)
@@ -220,8 +222,7 @@ class Trainer:
             self.log(f"warning: {path.name}: dropped {dropped} unreadable line(s), as a crash or a full disk leaves them")
 
     def save(self) -> Path:
-        if not weights_are_finite(self.engine.module, self.device):  # never saved, never `latest`, never rotates a good one away
-            self.diverged("the model's weights are not finite")
+        """The loop checked the weights first (a non-finite model is never saved)."""
         state = {"step": self.state.step, "consumed_samples": self.state.consumed_samples,
                  "method": self.config.method, "method_state": self.method.state_dict(),
                  "metrics_state": self.metrics.state_dict()}
@@ -233,17 +234,48 @@ class Trainer:
         found = ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir))
         stop_diverged(self.rank, self.state.step, reason, str(found[-1]) if found else None)
 
+    def roll_back(self, reason: str, guard: DivergenceGuard) -> bool:
+        """train.on_divergence=rollback: reload the newest checkpoint and go on past the samples read
+        since it (the batches that led to the divergence are not seen again). False: stop instead."""
+        cfg = self.config.train
+        found = ckpt.complete_checkpoints(ckpt.checkpoint_root(self.run_dir))
+        if cfg.on_divergence != "rollback" or not found or self.rollbacks >= cfg.max_rollbacks:
+            return False
+        self.rollbacks += 1
+        diverged_at, read_until = self.state.step, self.state.consumed_samples
+        saved = ckpt.load_checkpoint(self.engine, found[-1])
+        self.state = TrainerState(saved["step"], read_until, saved.get("method_state"))
+        self.method.load_state_dict(self.state.method_state or {})
+        self.metrics.load_state_dict(saved.get("metrics_state"))
+        self.metrics.discard_window()
+        guard.reset()
+        self.batches.close()
+        self.batches = self.open_batches()
+        event = {"diverged_at_step": diverged_at, "reason": reason, "checkpoint": str(found[-1]), "resumed_at_step": saved["step"],
+                 "skipped_samples": [saved["consumed_samples"], read_until], "rollback": self.rollbacks}
+        if self.rank == 0:
+            self.trim_metrics(self.run_dir / "metrics.jsonl")  # the steps after the checkpoint are trained again
+            with (self.run_dir / ROLLBACKS).open("a") as out:
+                out.write(json.dumps(event) + "\n")
+        self.log(f"warning: training diverged at step {diverged_at}: {reason}; rolled back to {found[-1]} (step {saved['step']}) "
+                 f"and skipped the {read_until - saved['consumed_samples']} samples read since it "
+                 f"(train.on_divergence=rollback, {self.rollbacks} of train.max_rollbacks={cfg.max_rollbacks}; {ROLLBACKS})")
+        return True
+
     # --- the loop --------------------------------------------------------------------------------
     def train(self, signals_before_start: list[int] = ()) -> dict[str, Any]:
-        cfg = self.config.train
-        batches = Prefetcher(self.data.batches(self.micro_batch, self.accumulation, self.rank, self.world_size, cfg.seed,
-                                               self.state.step, self.state.consumed_samples), self.device)
+        self.batches = self.open_batches()
         try:
-            return self.run_steps(batches, signals_before_start)
+            return self.run_steps(signals_before_start)
         finally:
-            batches.close()  # its thread ends before the rank does, on every path
+            self.batches.close()  # its thread ends before the rank does, on every path
 
-    def run_steps(self, batches: Prefetcher, signals_before_start: list[int]) -> dict[str, Any]:
+    def open_batches(self) -> Prefetcher:
+        """This rank's batches from the run's position (step, consumed_samples), read ahead."""
+        return Prefetcher(self.data.batches(self.micro_batch, self.accumulation, self.rank, self.world_size, self.config.train.seed,
+                                            self.state.step, self.state.consumed_samples), self.device)
+
+    def run_steps(self, signals_before_start: list[int]) -> dict[str, Any]:
         cfg = self.config.train
         stop = StopSignal(signals_before_start)
         guard = DivergenceGuard(self.device, cfg.skipped_window, cfg.max_skipped_share, loss_scaled=self.engine.fp16_enabled())
@@ -267,7 +299,7 @@ class Trainer:
                 self.log_switch()
             ctx = StepContext(*schedule_clock(self.engine, self.state.step, cfg.steps), torch.Generator())  # fp16: skipped steps don't count
             for micro in range(self.accumulation):
-                batch = next(batches)  # on the device, read ahead in a background thread
+                batch = next(self.batches)  # on the device, read ahead in a background thread
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)
@@ -277,15 +309,20 @@ class Trainer:
                 self.engine.step()
                 self.metrics.add({**metrics, **outside_metrics})
             self.state.step += 1
-            self.state.consumed_samples = batches.consumed_samples
+            self.state.consumed_samples = self.batches.consumed_samples
             window_steps += 1
             divergence = guard.end_step(end_applied_step(self.engine, self.method, ctx, self.metrics.step_values()))
-            if divergence:
-                self.diverged(divergence)
-            logger.advance(self.state.step)
             stopping, time_to_save = stop.agreed(self.device, save_clock.due())
             saving = (stopping or time_to_save or self.state.step == last_step
                       or (cfg.save_every and self.state.step % cfg.save_every == 0))
+            if not divergence and saving and not weights_are_finite(self.engine.module, self.device):
+                divergence = "the model's weights are not finite"  # never saved, never `latest`, never rotates a good one away
+            if divergence:
+                if self.roll_back(divergence, guard):
+                    window_started, window_steps = time.perf_counter(), 0
+                    continue
+                self.diverged(divergence)
+            logger.advance(self.state.step)
             evaluating = bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
             # A log window also ends at every checkpoint, so a resumed run logs the same windows, and
             # at a change of sequence length, so a window's tokens and FLOPs are of one length.
@@ -306,7 +343,8 @@ class Trainer:
         finished = self.state.step >= cfg.steps
         if finished:
             self.save_probe(final_checkpoint)
-        return {"step": self.state.step, "finished": finished, "stopped_by_signal": stopped_by_signal, "checkpoint": str(final_checkpoint)}
+        return {"step": self.state.step, "finished": finished, "stopped_by_signal": stopped_by_signal, "checkpoint": str(final_checkpoint),
+                **({"rollbacks": self.rollbacks} if self.rollbacks else {})}
 
     def window_record(self, ctx: StepContext, step_time: float) -> dict[str, Any]:
         """The log window's metric averages (one all-reduce), the method's own values and speed."""

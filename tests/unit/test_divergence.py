@@ -64,7 +64,25 @@ def test_the_stop_is_one_line_naming_the_step_and_the_last_good_checkpoint():
     ("optim.lr=nan", "optim.lr is nan"),
     ("optim.lr=-1", "optim.lr is -1"),
     ("train.max_skipped_share=0", "max_skipped_share"),
+    ("train.on_divergence=retry", "train.on_divergence is 'retry'"),
+    ("train.max_rollbacks=-1", "train.max_rollbacks is -1"),
 ])
 def test_values_no_run_can_use_are_one_line(override, fragment):
     with pytest.raises(UserError, match=fragment):
         load_config([], [override])
+
+
+def test_rollback_is_refused_with_a_multi_length_schedule():
+    """Its data position after a rollback is not what a later resume across the switch would rebuild."""
+    with pytest.raises(UserError, match="on_divergence=rollback does not work with a multi-length"):
+        load_config([], ["data.seq_len=64", "data.seq_len_schedule=32:0.5", "train.on_divergence=rollback"])
+    assert load_config([], ["train.on_divergence=rollback"]).train.on_divergence == "rollback"
+
+
+def test_a_reset_guard_forgets_the_diverged_window():
+    guard = DivergenceGuard(CPU, window=2, max_skipped_share=0.5)
+    guard.see_loss(torch.tensor(float("nan")))
+    guard.end_step(applied=False)  # one skip of a window of two
+    guard.see_loss(torch.tensor(float("nan")))
+    guard.reset()
+    assert guard.end_step(applied=True) is None  # neither the pending loss nor the earlier skip counts
