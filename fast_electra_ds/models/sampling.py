@@ -53,7 +53,9 @@ def sample_and_argmax(logits: torch.Tensor, temperature: float, generator: torch
     uniform = torch.rand(rows, dtype=torch.float64, generator=generator, device=device)
     # target in [0, total): the first block whose cdf exceeds it has positive mass
     target = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
-    block = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1)
+    # A row with non-finite logits (a diverged model) has no CDF: its indices are clamped here and its
+    # draw replaced by its argmax below, so the step runs on and the divergence guard stops the run.
+    block = torch.searchsorted(cdf, target[:, None], right=True).squeeze(1).clamp_max(blocks - 1)
     below = torch.where(block > 0, cdf.gather(1, (block - 1).clamp_min(0)[:, None]).squeeze(1), 0.0)
     row = torch.arange(rows, device=device)
     inside = by_block[row, block].double().cumsum(dim=-1)  # [M, BLOCK]: the chosen block only
@@ -61,8 +63,9 @@ def sample_and_argmax(logits: torch.Tensor, temperature: float, generator: torch
     # the residual, rescaled from the float32 block sum to the float64 one (they differ by ~1e-7)
     residual = (target - below) * (inside_total / block_mass[row, block])
     residual = torch.minimum(residual, torch.nextafter(inside_total, torch.zeros_like(inside_total)))
-    offset = torch.searchsorted(inside, residual[:, None], right=True).squeeze(1)  # lands on a positive weight
-    return block * BLOCK + offset, full_argmax
+    offset = torch.searchsorted(inside, residual[:, None], right=True).squeeze(1).clamp_max(BLOCK - 1)  # lands on a positive weight
+    drawn = torch.where(torch.isfinite(total) & (total > 0), block * BLOCK + offset, argmax)
+    return drawn, full_argmax
 
 
 def sample_with_temperature(logits: torch.Tensor, temperature: float, generator: torch.Generator,

@@ -154,7 +154,7 @@ class Trainer:
                                      self.device, step_generator) for phase in self.data.phases]
 
         self.state = TrainerState()
-        self.rollbacks = 0
+        self.rollbacks, self.rolled_back_at_sample = 0, 0
         self.shapes = ckpt.parameter_shapes(self.engine.module)
         if checkpoint is not None:
             ckpt.check_model_shapes(self.run_dir, self.shapes, self.changes)
@@ -251,14 +251,16 @@ class Trainer:
         guard.reset()
         self.batches.close()
         self.batches = self.open_batches()
+        skipped_from = max(saved["consumed_samples"], self.rolled_back_at_sample)  # an earlier rollback skipped those before
+        self.rolled_back_at_sample = read_until
         event = {"diverged_at_step": diverged_at, "reason": reason, "checkpoint": str(found[-1]), "resumed_at_step": saved["step"],
-                 "skipped_samples": [saved["consumed_samples"], read_until], "rollback": self.rollbacks}
+                 "skipped_samples": [skipped_from, read_until], "rollback": self.rollbacks}
         if self.rank == 0:
             self.trim_metrics(self.run_dir / "metrics.jsonl")  # the steps after the checkpoint are trained again
             with (self.run_dir / ROLLBACKS).open("a") as out:
                 out.write(json.dumps(event) + "\n")
         self.log(f"warning: training diverged at step {diverged_at}: {reason}; rolled back to {found[-1]} (step {saved['step']}) "
-                 f"and skipped the {read_until - saved['consumed_samples']} samples read since it "
+                 f"and skipped the {read_until - skipped_from} samples read since "
                  f"(train.on_divergence=rollback, {self.rollbacks} of train.max_rollbacks={cfg.max_rollbacks}; {ROLLBACKS})")
         return True
 

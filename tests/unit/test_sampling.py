@@ -111,3 +111,16 @@ def test_no_rows_and_bad_temperature():
     assert sampled.shape == argmax.shape == (0,)
     with pytest.raises(ValueError, match="temperature"):
         sample_and_argmax(torch.zeros(2, 300), 0.0, torch.Generator(), SPECIAL)
+
+
+def test_a_row_of_non_finite_logits_draws_an_allowed_id_and_the_others_are_unchanged():
+    """A diverged model's logits must not crash the sampler (an IndexError), so the divergence guard
+    can stop the run with its one line; finite rows draw exactly as before."""
+    logits = torch.randn(4, 1000, generator=torch.Generator().manual_seed(0))
+    broken = logits.clone()
+    broken[1] = float("nan")
+    broken[2, 17] = float("inf")
+    before, _ = sample_and_argmax(logits, 1.0, torch.Generator().manual_seed(3), disallowed_ids=[0, 1])
+    after, _ = sample_and_argmax(broken, 1.0, torch.Generator().manual_seed(3), disallowed_ids=[0, 1])
+    assert ((after >= 2) & (after < 1000)).all()
+    assert after[0] == before[0] and after[3] == before[3]
