@@ -5,14 +5,16 @@ saying that all are alive, so the hang is inside a collective or the data), a st
 beside the run, and the checkpoints untouched. Without it the only bound is the collective timeout:
 a ~100-line gloo traceback that names no rank, after 30 minutes.
 
-The heartbeats go through the job's rendezvous store, on a client of their own with short timeouts,
-so a stopped rank 0 (it hosts the store) makes the others' calls fail fast instead of hanging them.
+The heartbeats go through the job's rendezvous store, on a client of their own whose every call has a
+deadline (DeadlineStore), so a stopped rank 0 (it hosts the store) makes the others' calls fail fast
+instead of hanging them.
 The same store carries the end of the final export: the other ranks wait for rank 0's key, not in a
 barrier bounded by the collective timeout."""
 from __future__ import annotations
 
 import faulthandler
 import os
+import queue
 import sys
 import threading
 import time
@@ -180,6 +182,51 @@ class WatchdogThread:
         self.exit_process(verdict.exit_code)
 
 
+class DeadlineStore:
+    """A store whose calls each end within `timeout_s`, answered or not. TCPStore's own timeout does not
+    cover every call: `check` waits in recv() for as long as the host is stopped (a SIGSTOPped rank 0
+    hung the watchdog there, so the job never ended). The calls run one at a time on a daemon thread;
+    while one is unanswered, the next fails at once."""
+
+    def __init__(self, store: Store, timeout_s: float = STORE_TIMEOUT_S) -> None:
+        self.store, self.timeout_s = store, timeout_s
+        self.calls: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
+        self.pending: threading.Event | None = None
+        threading.Thread(target=self._serve, name="fast-electra-store", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            call, answered, reply = self.calls.get()
+            try:
+                reply["value"] = call()
+            except Exception as error:  # noqa: BLE001 - handed to the caller
+                reply["error"] = error
+            answered.set()
+
+    def _call(self, call: Callable):
+        with self.lock:
+            if self.pending is not None and not self.pending.is_set():
+                raise TimeoutError("the store has not answered an earlier call")
+            answered, reply = threading.Event(), {}
+            self.pending = answered
+            self.calls.put((call, answered, reply))
+        if not answered.wait(self.timeout_s):
+            raise TimeoutError(f"the store did not answer within {self.timeout_s:g} s")
+        if "error" in reply:
+            raise reply["error"]
+        return reply["value"]
+
+    def set(self, key: str, value: str) -> None:
+        self._call(lambda: self.store.set(key, value))
+
+    def get(self, key: str) -> bytes:
+        return self._call(lambda: self.store.get(key))
+
+    def check(self, keys: list[str]) -> bool:
+        return self._call(lambda: self.store.check(keys))
+
+
 def store_client(timeout_s: float = STORE_TIMEOUT_S) -> Store | None:
     """A client of its own to the job's rendezvous store (MASTER_ADDR:MASTER_PORT), None on one process."""
     import torch.distributed as dist
@@ -189,7 +236,7 @@ def store_client(timeout_s: float = STORE_TIMEOUT_S) -> Store | None:
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
                           timeout=timedelta(seconds=timeout_s), wait_for_workers=False)
     # An elastic restart keeps the store: keys from the attempt before must not count as heartbeats.
-    return dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+    return DeadlineStore(dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store), timeout_s)
 
 
 def wait_for_export(store: Store | None, key: str, poll_s: float = 1.0) -> str:

@@ -1,10 +1,15 @@
 """The hang watchdog's judgement, with a dict for the store and a hand-moved clock: a rank that
 stops beating is named, a job whose ranks all beat but none advances is called a hang, progress
-resets the stall window, and the final export watches only rank 0's heartbeat."""
+resets the stall window, and the final export watches only rank 0's heartbeat. The store's calls
+end at a deadline even when its host never answers."""
+import threading
+import time
 from pathlib import Path
 
-from fast_electra_ds.runtime.watchdog import (PEER_SILENT_EXIT, STALLED_EXIT, Watchdog, WatchdogThread, heartbeat_period,
-                                              wait_for_export)
+import pytest
+
+from fast_electra_ds.runtime.watchdog import (PEER_SILENT_EXIT, STALLED_EXIT, DeadlineStore, Watchdog, WatchdogThread,
+                                              heartbeat_period, wait_for_export)
 
 
 class DictStore:
@@ -126,3 +131,35 @@ def test_export_outcome_reaches_the_waiting_rank():
     store.set("k", "failed")
     assert wait_for_export(store, "k", poll_s=0.01) == "failed"
     assert wait_for_export(None, "k") == "done"
+
+
+def test_a_store_call_that_never_answers_ends_at_its_deadline_and_blocks_no_later_call():
+    """TCPStore.check waits in recv() while its host (rank 0) is stopped; the watchdog must not."""
+    release = threading.Event()
+
+    class StoppedHost(DictStore):
+        def check(self, keys):
+            release.wait()
+            return super().check(keys)
+
+    store = DeadlineStore(StoppedHost(), timeout_s=0.2)
+    store.set("k", "1")
+    with pytest.raises(TimeoutError, match="did not answer within 0.2 s"):
+        store.check(["k"])
+    with pytest.raises(TimeoutError, match="not answered an earlier call"):  # at once, not after another deadline
+        store.get("k")
+    release.set()  # the host comes back
+    for _ in range(100):
+        if store.pending.is_set():
+            break
+        time.sleep(0.01)
+    assert store.get("k") == b"1" and store.check(["k"])
+
+
+def test_a_deadline_store_passes_the_store_errors_on():
+    class Refusing(DictStore):
+        def get(self, key):
+            raise KeyError(key)
+
+    with pytest.raises(KeyError):
+        DeadlineStore(Refusing(), timeout_s=1).get("missing")
