@@ -15,6 +15,11 @@ Faults:
   a world-size change (2 ranks -> 1 rank) on --resume (close, not exact: not counted as compared)
   a disk full while saving (train.out_dir on a small tmpfs; only where mounting one is allowed)
   bf16: one stop/resume with the shipped bf16 config, compared like the fp32 ones
+  the run's guards (fault_suite/guards.py): a resume at optim.lr=1e30 (divergence: exit 4, every checkpoint
+    kept), resumes that change data.seq_len, the depth or the positions (refused in one line) or the data
+    path and global batch (allowed, said), a rank stopped by SIGSTOP (the watchdog names it), a torn last
+    line and a garbage line in metrics.jsonl, the temporary directories of a killed export and prepare,
+    and finished launches that must each exit 0
 
 A fault is survived when the run reaches its last step, with every logged step present, after the
 resume(s) and nothing deleted by hand, and the launch that finished it exits 0 (a rank that prints
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/fast-electra-faults")
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["kills", "signals", "damage", "second-job", "world-size", "disk-full", "bf16"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["kills", "signals", "damage", "second-job", "world-size", "disk-full", "bf16", "guards"])
     args = parser.parse_args(argv)
     harness = Harness(args)
     report = Report(args, argv if argv is not None else sys.argv[1:], harness)

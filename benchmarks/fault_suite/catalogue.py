@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .guards import run_guards
 from .harness import ROOT, Harness
 from .report import Report
 
@@ -215,5 +216,7 @@ def run_catalogue(h: Harness, report: Report, skip: list[str]) -> None:
         disk_full(h, report)
     if "bf16" not in skip:
         bf16(h, report)
+    if "guards" not in skip:
+        run_guards(h, report)
     if "kills" not in skip:
         kill_campaign(h, report)
