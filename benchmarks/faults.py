@@ -16,7 +16,7 @@ Faults:
   a disk full while saving (train.out_dir on a small tmpfs; only where mounting one is allowed)
   bf16: one stop/resume with the shipped bf16 config, compared like the fp32 ones
   the run's guards (fault_suite/guards.py): a resume at optim.lr=1e30 (divergence: exit 4, every checkpoint
-    kept), resumes that change data.seq_len, the depth or the positions (refused in one line) or the data
+    kept), the same with train.on_divergence=rollback (two rollbacks, then that stop), resumes that change data.seq_len, the depth or the positions (refused in one line) or the data
     path and global batch (allowed, said), a rank stopped by SIGSTOP (the watchdog names it), a torn last
     line and a garbage line in metrics.jsonl, the temporary directories of a killed export and prepare,
     and finished launches that must each exit 0

@@ -35,15 +35,18 @@ def resume_after(h: Harness, out: Path) -> tuple[bool, bool | None, int | None, 
     return finished, (h.exact(out, resumed or 0) if finished else None), resumed, "" if finished else f"; the resume exited {rc}"
 
 
-def refused_then_resumed(h: Harness, report: Report, name: str, *override: str, expect: str, code: int) -> None:
-    """A launch that must stop with one line (`expect` in it, exit `code`) and keep every checkpoint;
-    then a plain resume that finishes."""
+def refused_then_resumed(h: Harness, report: Report, name: str, *override: str, expect: str, code: int,
+                         rollbacks: int = 0) -> None:
+    """A launch that must stop with one line (`expect` in it, exit `code`) and keep every checkpoint
+    (after `rollbacks` lines of rollbacks.jsonl, where rollback is on); then a plain resume that finishes."""
     out = h.work / name.replace(" ", "-").replace("=", "-")
     shutil.copytree(h.half, out)
     before = checkpoints(out)
     rc, output = h.run(out, *override)
     errors = error_lines(output)
     said = rc == code and len(errors) == 1 and expect in errors[0] and "Traceback" not in output
+    rolled = (out / "rollbacks.jsonl").read_text().count("\n") if (out / "rollbacks.jsonl").is_file() else 0
+    said = said and rolled == rollbacks
     kept = checkpoints(out)[: len(before)] == before
     finished, exact, resumed, tail = resume_after(h, out)
     report.record(name, said and kept and finished, exact, h.half_step - resumed if resumed is not None else None,
@@ -168,6 +171,8 @@ def finished_launches_exit_0(h: Harness, report: Report, repeats: int = 3) -> No
 
 def run_guards(h: Harness, report: Report) -> None:
     refused_then_resumed(h, report, "divergence: resume at optim.lr=1e30", "optim.lr=1e30", expect="diverged", code=4)
+    refused_then_resumed(h, report, "divergence with rollback: lr=1e30, 2 rollbacks then the stop", "optim.lr=1e30",
+                         "train.on_divergence=rollback", "train.max_rollbacks=2", expect="diverged", code=4, rollbacks=2)
     refused_then_resumed(h, report, "resume with data.seq_len changed", "data.seq_len=32", expect="data.seq_len", code=2)
     refused_then_resumed(h, report, "resume with model.num_hidden_layers changed", "model.num_hidden_layers=1",
                          expect="num_hidden_layers", code=2)
