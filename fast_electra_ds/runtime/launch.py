@@ -11,6 +11,7 @@ from pathlib import Path
 from .process_group import RENDEZVOUS_VARIABLES, free_port
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"  # the source checkout's entry point
+TRAIN_MODULE = "fast_electra_ds.train"  # the same entry point where the package is installed from a wheel
 
 
 def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[str]:
@@ -20,10 +21,14 @@ def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[s
 
 def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> list[str]:
     """train.py with `args` on `ranks` ranks through the deepspeed launcher; one rank runs as a plain
-    `python train.py` unless `launcher`."""
+    `python train.py` unless `launcher`. The checkout's train.py puts its own package first on the path
+    (a worktree tests its own code); without a checkout, the installed module runs."""
+    checkout = TRAIN_SCRIPT.is_file()
     if ranks == 1 and not launcher:
-        return [sys.executable, str(TRAIN_SCRIPT), *args]
-    return deepspeed_command(TRAIN_SCRIPT, args, ranks)
+        return [sys.executable, *([str(TRAIN_SCRIPT)] if checkout else ["-m", TRAIN_MODULE]), *args]
+    if checkout:
+        return deepspeed_command(TRAIN_SCRIPT, args, ranks)
+    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", TRAIN_MODULE, *args]
 
 
 def launch_env(cpu: bool = True, keep_set: bool = False, **extra: str) -> dict[str, str]:

@@ -148,3 +148,13 @@ def test_a_taken_rendezvous_port_is_one_line_naming_a_free_one(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: the rendezvous port {port} (MASTER_PORT) is already in use") and "--master_port" in line
+
+
+def test_the_launch_line_runs_the_installed_module_where_there_is_no_checkout(monkeypatch, tmp_path):
+    from fast_electra_ds.runtime import launch
+
+    assert launch.train_command(["a=1"], ranks=1)[1] == str(launch.TRAIN_SCRIPT)  # the checkout's own train.py
+    monkeypatch.setattr(launch, "TRAIN_SCRIPT", tmp_path / "train.py")  # a wheel install: no train.py
+    assert launch.train_command(["a=1"], ranks=1)[1:] == ["-m", "fast_electra_ds.train", "a=1"]
+    line = launch.train_command(["a=1"], ranks=2)
+    assert line[0] == "deepspeed" and line[-3:] == ["--module", "fast_electra_ds.train", "a=1"]
