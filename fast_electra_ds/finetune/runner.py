@@ -163,8 +163,9 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         results, stats, model, dev_predictions = trainer.train_one_seed(model_dir, task_spec, train, dev, collator, the_recipe, seed,
                                                                         progress, init=init, keep_best=save == "best")
         seed_out = task_out / f"seed_{seed}"
-        for suffix, predictions in dev_predictions.items():
-            path = seed_out / (f"dev_predictions_{suffix}.tsv" if suffix else "dev_predictions.tsv")
+        for name, predictions in dev_predictions.items():  # "<suffix>": the reported (final) model's; "best<suffix>": the saved best's
+            suffix = name.removeprefix("best")
+            path = seed_out / ("dev_predictions" + "".join(f"_{part}" for part in (suffix, "best" if name.startswith("best") else "") if part) + ".tsv")
             write_dev_predictions(path, dev_splits[suffix], predictions, task_spec)
             stats.setdefault("dev_predictions", []).append(str(path))
         if save != "none":

@@ -239,7 +239,8 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
     evaluate on every dev split at the end of training, as ELECTRA does. Returns (metrics, stats,
     model, each dev split's predictions at the end of training). With `keep_best`, the dev sets are also evaluated after every epoch and the returned
     model holds the weights of the epoch with the best main metric (the reported metrics stay those
-    of the end of training, the papers' protocol; stats name the best epoch and its metrics)."""
+    of the end of training, the papers' protocol; stats name the best epoch and its metrics); that
+    model's own dev predictions are returned too, under the keys "best" + suffix."""
     from tqdm.auto import tqdm
     from transformers import set_seed
 
@@ -257,10 +258,10 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
 
     best: dict = {}
 
-    def consider(epoch: float, results: dict[str, float]) -> None:
+    def consider(epoch: float, results: dict[str, float], predictions: dict[str, np.ndarray]) -> None:
         if not best or results[task.main_metric] > best["metrics"][task.main_metric]:
             state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best.update(epoch=epoch, metrics=results, state=state)
+            best.update(epoch=epoch, metrics=results, state=state, predictions=predictions)
 
     model.train()
     losses = []
@@ -290,16 +291,19 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-10:]):.4f}")
             if keep_best and step % steps_per_epoch == 0 and step < total_steps:
-                consider(step / steps_per_epoch, evaluate(model, task, dev, collator, recipe, device, autocast))
+                epoch_predictions: dict[str, np.ndarray] = {}
+                consider(step / steps_per_epoch, evaluate(model, task, dev, collator, recipe, device, autocast, epoch_predictions),
+                         epoch_predictions)
                 model.train()
     bar.close()
     dev_predictions: dict[str, np.ndarray] = {}
     results = evaluate(model, task, dev, collator, recipe, device, autocast, dev_predictions)
     stats = {"steps": total_steps, "final_train_loss": float(np.mean(losses[-max(1, steps_per_epoch // 10):]))}
     if keep_best:
-        consider(round(total_steps / steps_per_epoch, 3), results)
+        consider(round(total_steps / steps_per_epoch, 3), results, dict(dev_predictions))
         model.load_state_dict(best["state"])
         stats.update(best_epoch=best["epoch"], best_metrics=best["metrics"])
+        dev_predictions.update({f"best{suffix}": predictions for suffix, predictions in best["predictions"].items()})
     return results, stats, model, dev_predictions
 
 

@@ -2,6 +2,7 @@
 trained on the Rotten Tomatoes training text) learns the real sentiment task through the CLI and
 beats the majority class; a seed reproduces its result; several tasks give the Average line."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +255,21 @@ def test_the_model_says_the_task_labels_and_dev_predictions_are_saved(sentiment,
     assert [r[2] for r in table] == [names[row[1]] for row in rows[200:260]] and {r[3] for r in table} <= {"rotten", "fresh"}
     assert sum(r[2] == r[3] for r in table) / 60 == pytest.approx(summary["per_seed"]["2"]["accuracy"])
     assert "dev-set predictions" in (tmp_path / "out" / "reviews" / "summary.md").read_text()
+
+
+def test_the_saved_best_model_has_its_own_dev_predictions(sentiment, tmp_path):
+    """--save-model best keeps the best epoch's weights; dev_predictions_best.tsv are that model's and
+    reproduce its metrics, while dev_predictions.tsv stay the reported (final) model's."""
+    glue, model_dir = sentiment
+    summary = run(model_dir, "sst2", glue, tmp_path / "out", [1], "auto", ["epochs=3", "lr=2e-3", "max_seq_len=64"],
+                  progress=False, save="best", max_train_examples=200, max_dev_examples=60)
+    stats = summary["per_seed_stats"]["1"]
+    paths = {Path(p).name: Path(p) for p in stats["dev_predictions"]}
+    assert sorted(paths) == ["dev_predictions.tsv", "dev_predictions_best.tsv"]
+
+    def accuracy(name):
+        table = [line.split("\t") for line in paths[name].read_text().splitlines()[1:]]
+        return sum(r[-2] == r[-1] for r in table) / len(table)
+
+    assert accuracy("dev_predictions_best.tsv") == pytest.approx(stats["best_metrics"]["accuracy"])
+    assert accuracy("dev_predictions.tsv") == pytest.approx(summary["per_seed"]["1"]["accuracy"])
