@@ -4,6 +4,7 @@ tiny run, reading its metrics, and checking a one-line user error."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -17,7 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def cpu_env() -> dict:
     # W&B offline: tests never reach a network (and a run with W&B on must work without one).
-    return launch_env(cpu=True, WANDB_MODE="offline", WANDB_SILENT="true")
+    # The checkout under test first on the path: a subprocess's `python -m fast_electra_ds...` imports
+    # it, not whatever copy is installed (an editable install of another checkout failed two tests).
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return launch_env(cpu=True, WANDB_MODE="offline", WANDB_SILENT="true", PYTHONPATH=path)
 
 
 def launch(args: list[str], ranks: int = 2, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
