@@ -8,6 +8,8 @@ study's own `electra` and `fast` runs.
     fast-target (curriculum.kind=target: T follows the aux's cross-entropy path, methods/curriculum.py)
   H2, fast's main model lacks the generative signal that shared embeddings give electra's:
     fast-clm (model.corrective_lm=true), electra-unshared (generator.share_embeddings=false)
+  robustness (the issue's bar for a new default): fast-target-lr3x and electra-lr3x, at LR_FACTOR x
+    the study's peak lr (where the study's electra stalled at AUC 0.5)
 
 It takes the study's arguments (benchmarks/study.sh passes them: `bash benchmarks/study.sh fidelity
 VARIANT...`) and its work directory, so the data, the tokenizer and the aux are the study's. Stages

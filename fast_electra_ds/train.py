@@ -102,12 +102,16 @@ def run(args: argparse.Namespace) -> int:
 
     import torch.distributed as dist
 
-    from .runtime.device import barrier, bind_device
+    from .runtime.device import barrier, bind_device, cpu_bf16_is_emulated
     from .training.trainer import Trainer
 
     _single_process_defaults()
     started = time.time()
-    bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
+    device = bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
+    if device.type == "cpu" and ds_config.get("bf16", {}).get("enabled") and cpu_bf16_is_emulated() and int(os.environ.get("RANK", 0)) == 0:
+        print("[fast-electra] warning: this CPU has no native bf16 (no avx512_bf16 / amx_bf16 flag), so bf16 steps are "
+              "emulated and several times slower than fp32; on this machine use --ds_config zero3_fp32.json "
+              "(and aux.dtype=fp32 for method=fast)", flush=True)
     explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
     init_process_group(config.train.collective_timeout_minutes)  # a taken MASTER_PORT is one line naming a free one
     watchdog = None

@@ -22,10 +22,15 @@ python -c "from fast_electra_ds.data.text import write_pydoc_corpus as w; print(
 fast-electra tokenizer --input "$OUT/corpus.txt" --out "$OUT/tokenizer" --vocab-size 4000
 fast-electra prepare --input "$OUT/corpus.txt" --tokenizer "$OUT/tokenizer" --out "$OUT/data" --workers 2
 
+# bf16 as shipped, but fp32 on a CPU that only emulates bf16 (there a bf16 step is several times slower).
+if [ -z "${DS_CONFIG:-}" ] && python -c "import sys, torch; from fast_electra_ds.runtime.device import cpu_bf16_is_emulated as e; sys.exit(0 if e() and not torch.cuda.is_available() else 1)"; then
+  echo "this CPU has no native bf16: the demo runs in fp32 (DS_CONFIG=ds_configs/zero3.json to force bf16)"
+  DS_CONFIG=ds_configs/zero3_fp32.json AUX_DTYPE=fp32
+fi
 common=(--ds_config "${DS_CONFIG:-ds_configs/zero3.json}" --config configs/demo.yaml data.path="$OUT/data" data.tokenizer="$OUT/tokenizer")
 echo "== stage 1: auxiliary masked-LM ($AUX_STEPS steps)"
 deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=aux-mlm train.steps="$AUX_STEPS" train.out_dir="$OUT/aux"
 echo "== stage 2: Fast-ELECTRA main model ($MAIN_STEPS steps, frozen aux)"
-deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=fast aux.path="$OUT/aux/hf" train.steps="$MAIN_STEPS" train.out_dir="$OUT"
+deepspeed --num_gpus "$RANKS" train.py "${common[@]}" method=fast aux.path="$OUT/aux/hf" aux.dtype="${AUX_DTYPE:-auto}" train.steps="$MAIN_STEPS" train.out_dir="$OUT"
 
 python scripts/summary.py "$OUT" --wall-time $(( $(date +%s) - started ))

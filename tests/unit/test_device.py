@@ -1,9 +1,13 @@
-"""Device binding and the Adam choice: the decisions made on a GPU cluster, checked on CPU."""
+"""Device binding and the Adam choice: the decisions made on a GPU cluster, checked on CPU; a CPU
+that only emulates bf16 told from its flags."""
+import json
+from pathlib import Path
+
 import pytest
 
 from fast_electra_ds.runtime import device
 from fast_electra_ds.config.run_config import RunConfig
-from fast_electra_ds.runtime.device import adam_params, cuda_ordinal, visible_gpu_count
+from fast_electra_ds.runtime.device import adam_params, cpu_bf16_is_emulated, cuda_ordinal, visible_gpu_count
 from fast_electra_ds.config.ds_config import resolve_ds_config
 from fast_electra_ds.errors import UserError
 
@@ -78,3 +82,17 @@ def test_slurm_task_env_names_the_gpu_the_task_sees(visible, local_rank):
     out = subprocess.run(["bash", str(ROOT / "launcher/slurm/task_env.sh"), "sh", "-c", "echo $LOCAL_RANK $RANK"],
                          env=env, capture_output=True, text=True, check=True).stdout.split()
     assert out == [local_rank, "3"]
+
+
+def test_emulated_bf16_is_told_from_the_cpu_flags():
+    assert cpu_bf16_is_emulated("processor : 0\nflags : fpu sse2 avx2 fma\n")  # AVX2 only: emulated
+    assert not cpu_bf16_is_emulated("flags : fpu sse2 avx2 avx512f avx512_bf16\n")  # Cooper Lake and later
+    assert not cpu_bf16_is_emulated("flags : fpu sse2 avx2 amx_bf16 amx_tile\n")  # Sapphire Rapids
+    assert not cpu_bf16_is_emulated("Features : fp asimd bf16\n")  # not x86: no claim
+
+
+def test_the_shipped_fp32_config_is_zero3_without_bf16():
+    """ds_configs/zero3_fp32.json (for CPUs that emulate bf16) must not drift from zero3.json."""
+    root = Path(__file__).resolve().parents[2] / "ds_configs"
+    bf16, fp32 = (json.loads((root / name).read_text()) for name in ("zero3.json", "zero3_fp32.json"))
+    assert bf16.pop("bf16") == {"enabled": True} and fp32 == bf16
