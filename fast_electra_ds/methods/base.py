@@ -27,6 +27,7 @@ from ..config.run_config import RunConfig
 from ..errors import UserError
 from ..models.encoder import electra_config
 from ..metrics.pairs import Metrics
+from .corruption_rng import SampleDraws, StepDraws
 from .masking import corrupt_inputs, maskable_positions, select_positions
 
 
@@ -53,6 +54,9 @@ class StepContext:
     step: int  # optimizer steps done before this micro-batch
     progress: float  # fraction of training done, u in [0, 1]
     generator: torch.Generator  # seeded by (seed, step, micro-batch, rank): resumable without saved state
+    # The micro-batch's samples' positions in the training stream (0-based over all steps and ranks):
+    # the keys of data.corruption_rng=sample. None outside training (validation keeps ctx.generator).
+    positions: list[int] | None = None
 
 
 class Method:
@@ -61,6 +65,9 @@ class Method:
     # True for schedules that adapt to every step's metrics (end_step gets them: one small all-reduce
     # per step); otherwise metrics are reduced only when logged, and end_step gets {}.
     reads_step_metrics: ClassVar[bool] = False
+    # True where every random draw of a step is made in prepare_batch (through `draws`), so that
+    # data.corruption_rng=sample makes them per sample; methods drawing inside the engine are not.
+    sample_indexed: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig, tokens: TokenInfo, device: torch.device):
         self.config = config
@@ -69,6 +76,10 @@ class Method:
         if config.model.corrective_lm and not self.supports_corrective_lm:
             raise UserError(f"model.corrective_lm is on, but method {self.name} has no discriminator to carry the corrective-LM head",
                             "use it with method fast, electra or electra-15, or set model.corrective_lm=false")
+        if config.data.corruption_rng == "sample" and not self.sample_indexed:
+            indexed = ", ".join(sorted(name for name, cls in METHODS.items() if cls.sample_indexed))
+            raise UserError(f"data.corruption_rng=sample is not supported by method {self.name}, which draws inside the engine",
+                            f"use data.corruption_rng=step, or one of {indexed}")
 
     def main_config(self) -> ElectraConfig:
         """The Hugging Face config of the main model (the preset's sizes, this vocabulary)."""
@@ -96,6 +107,11 @@ class Method:
     def frozen_modules(self) -> dict[str, torch.nn.Module]:
         """Models used outside the engine (never trained, never in the optimizer)."""
         return {}
+
+    @property
+    def validates(self) -> bool:
+        """False where prepare_batch cannot run on held-out data (replacements read from a pass)."""
+        return True
 
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """Sub-directory name ("" for the top level) -> Hugging Face model inside `module`."""
@@ -128,14 +144,22 @@ class Method:
         return 0.0
 
     # --- shared helpers ---------------------------------------------------------------------
+    def draws(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepDraws | SampleDraws:
+        """The micro-batch's random draws: per sample under data.corruption_rng=sample (in training),
+        else from ctx.generator."""
+        if self.config.data.corruption_rng == "sample" and ctx.positions is not None:
+            return SampleDraws(self.config.train.seed, ctx.positions, batch["input_ids"].shape[1], batch["input_ids"].device)
+        return StepDraws(ctx.generator)
+
     def select_and_corrupt(self, batch: dict[str, torch.Tensor], ctx: StepContext, mask_token_prob: float,
-                           random_token_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+                           random_token_prob: float, draws: StepDraws | SampleDraws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         masking = self.config.masking
+        draws = self.draws(batch, ctx) if draws is None else draws
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = maskable_positions(input_ids, attention_mask, self.tokens.special_ids)
-        selected = select_positions(maskable, masking.mask_prob, ctx.generator)
+        selected = select_positions(maskable, masking.mask_prob, draws)
         corrupted = corrupt_inputs(input_ids, selected, self.tokens.mask_id, mask_token_prob, random_token_prob,
-                                   self.tokens.vocab_size, ctx.generator, self.tokens.special_ids)
+                                   self.tokens.vocab_size, draws, self.tokens.special_ids)
         return selected, corrupted
 
 

@@ -18,6 +18,7 @@ from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
 from ..config.validate import validate_config
+from ..data.dataset import micro_batch_positions
 from ..data.phases import PhasedData
 from ..data.prefetch import Prefetcher
 from ..data.tokenizer import load_tokenizer
@@ -261,7 +262,8 @@ class Trainer:
         if len(self.data.phases) > 1:
             self.log("sequence length " + ", then ".join(f"{p.seq_len} for steps {p.start + 1}-{p.end}" for p in self.data.phases)
                      + f"; the global batch stays {self.global_batch} sequences, so tokens per step follow the length")
-        self.log(cfg.safety_summary() + ("" if self.validators[-1] else "; validation off (data.val_sequences=0)"))
+        self.log(cfg.safety_summary() + ("" if self.validators[-1] else "; validation off (data.val_sequences=0)")
+                 + ("" if self.method.validates else "; validation off (aux.replacements: the pass made training replacements only)"))
         while self.state.step < last_step:
             if self.state.step and self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1):
                 self.log_switch()
@@ -269,6 +271,7 @@ class Trainer:
             for micro in range(self.accumulation):
                 batch = next(batches)  # on the device, read ahead in a background thread
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
+                ctx.positions = micro_batch_positions(self.state.consumed_samples, micro, self.micro_batch, self.rank, self.world_size)
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)
                 guard.see_loss(loss)
@@ -286,7 +289,7 @@ class Trainer:
             stopping, time_to_save = stop.agreed(self.device, save_clock.due())
             saving = (stopping or time_to_save or self.state.step == last_step
                       or (cfg.save_every and self.state.step % cfg.save_every == 0))
-            evaluating = bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
+            evaluating = self.method.validates and bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
             # A log window also ends at every checkpoint, so a resumed run logs the same windows, and
             # at a change of sequence length, so a window's tokens and FLOPs are of one length.
             switching = self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1)
