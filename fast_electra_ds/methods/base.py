@@ -44,6 +44,13 @@ class TokenInfo:
     # where no corpus is at hand (benchmarks on random ids).
     unigram_entropy: float | None = None
 
+    @classmethod
+    def of(cls, dataset) -> "TokenInfo":
+        """The token ids, fingerprint and unigram entropy of a packed data set (data/dataset.py)."""
+        ids = dataset.special_ids
+        return cls(vocab_size=dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"], sep_id=ids["sep"],
+                   mask_id=ids["mask"], fingerprint=dataset.fingerprint, unigram_entropy=dataset.unigram_entropy())
+
     @property
     def special_ids(self) -> list[int]:
         return sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id})
@@ -78,7 +85,7 @@ class Method:
                             "use it with method fast, electra or electra-15, or set model.corrective_lm=false")
         if config.data.corruption_rng == "sample" and not self.sample_indexed:
             indexed = ", ".join(sorted(name for name, cls in METHODS.items() if cls.sample_indexed))
-            raise UserError(f"data.corruption_rng=sample is not supported by method {self.name}, which draws inside the engine",
+            raise UserError(f"data.corruption_rng=sample is not supported by method {self.name}, whose draws are not all made per sample",
                             f"use data.corruption_rng=step, or one of {indexed}")
 
     def main_config(self) -> ElectraConfig:

@@ -122,10 +122,7 @@ class Trainer:
         # One packing of the corpus per length of data.seq_len_schedule; the final one names the vocabulary.
         self.data = PhasedData(config.data.path, config.seq_len_phases(), config.data.val_sequences, tokenizer=self.tokenizer)
         self.dataset = self.data.final
-        ids = self.dataset.special_ids
-        self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
-                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
-                                unigram_entropy=self.dataset.unigram_entropy())
+        self.tokens = TokenInfo.of(self.dataset)
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
 
         checkpoint, self.changes = None, []
