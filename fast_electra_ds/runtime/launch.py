@@ -18,6 +18,13 @@ def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[s
     return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(script), *args]
 
 
+def module_command(module: str, args: list[str], ranks: int) -> list[str]:
+    """`python -m <module> <args>` on one rank; `deepspeed --num_gpus <ranks> --master_port <free> --module <module> <args>` on more."""
+    if ranks == 1:
+        return [sys.executable, "-m", module, *args]
+    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", module, *args]
+
+
 def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> list[str]:
     """train.py with `args` on `ranks` ranks through the deepspeed launcher; one rank runs as a plain
     `python train.py` unless `launcher`."""
