@@ -106,3 +106,34 @@ def test_two_ranks_make_and_read_a_pass_and_a_resume_on_fewer_ranks_sees_the_sam
     for want, got in zip(online_records[2:], offline_records[2:]):  # 1 rank x 2 micro-batches after the resume
         assert got["replaced_frac"] == want["replaced_frac"] and got["samples"] == want["samples"]
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-4)
+
+
+def test_a_killed_pass_continues_and_makes_the_same_shards(prepared, aux, tmp_path):
+    import numpy as np
+
+    from fast_electra_ds.runtime.temp_dirs import host_hash
+
+    replacements = tmp_path / "replacements"
+    assert run_replacements(pass_args(prepared, aux, replacements)).returncode == 0
+    first = {key: value for key, value in np.load(replacements / "shard-000002.npz").items()}
+    (replacements / "shard-000002.npz").unlink()  # as a pass killed before writing it leaves the directory
+    half_written = replacements / f".shard-000002.npz.tmp-999999999-{host_hash()}"
+    half_written.write_bytes(b"partial")
+    manifest = json.loads((replacements / "manifest.json").read_text())
+    (replacements / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    again = run_replacements(pass_args(prepared, aux, replacements))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 to make, 3 already written" in again.stdout and not half_written.exists()
+    second = np.load(replacements / "shard-000002.npz")
+    assert all(np.array_equal(first[key], second[key]) for key in first)
+    assert json.loads((replacements / "manifest.json").read_text())["complete"]
+
+
+def test_bad_pass_arguments_are_one_line(prepared, aux, tmp_path):
+    from tests.helpers import assert_user_error
+
+    args = pass_args(prepared, aux, tmp_path / "r")
+    assert_user_error(run_replacements([a for a in args if a != "data.corruption_rng=sample"]), "data.corruption_rng=sample")
+    assert_user_error(run_replacements([a for a in args if not a.startswith("aux.replacements=")]), "aux.replacements is empty")
+    assert_user_error(run_replacements([*args, "method=mlm"]), "method fast")
+    assert not (tmp_path / "r").exists()
