@@ -25,6 +25,7 @@ from pathlib import Path
 from .errors import UserError, run_guarded
 
 SHARD_SAMPLES = 1 << 16  # samples per shard (rounded to whole steps): a few MB each at 128 tokens
+PROGRESS_EVERY_S = 30.0
 
 
 def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
@@ -159,6 +160,7 @@ def make_shards(method, data, directory: Path, manifest: dict, micro: int, rank:
         print(f"[fast-electra] replacements: {total} samples ({steps} steps x {global_batch}) in {shards} shards over {world} ranks; "
               f"{shards - len(written)} to make" + (f", {len(written)} already written (a pass that stopped)" if written else ""), flush=True)
     readers, made, started = {}, {"samples": 0, "tokens": 0, "flops": 0.0}, time.perf_counter()
+    said = started
     for number, index in enumerate(todo, 1):
         parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
         for position in range(index * per_shard, min((index + 1) * per_shard, total), micro):
@@ -172,6 +174,10 @@ def make_shards(method, data, directory: Path, manifest: dict, micro: int, rank:
             made["samples"] += micro
             made["tokens"] += micro * seq_len
             made["flops"] += micro * method.aux_flops_per_sequence(seq_len)
+            if rank == 0 and time.perf_counter() - said > PROGRESS_EVERY_S:  # a large shard takes a while
+                said = time.perf_counter()
+                print(f"[fast-electra] replacements: rank 0 at sample {position + micro - index * per_shard} of {shard_name(index)} "
+                      f"({number}/{len(todo)} of its own); {made['tokens'] / (said - started):,.0f} tokens/s on this rank", flush=True)
         write_parts(directory / shard_name(index), parts)
         if rank == 0:
             rate = made["tokens"] / (time.perf_counter() - started)
