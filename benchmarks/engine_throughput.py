@@ -82,7 +82,8 @@ def make_pass(directory: Path, config, tokens, device, batch_of, world: int, mic
     maker = REGISTRY["fast"](config, tokens, device)
     maker.setup()
     directory.mkdir(parents=True, exist_ok=True)
-    write_manifest(directory, {**maker.planned(micro * world, micro), "samples": total_steps * micro * world, "shard_samples": micro * world})
+    write_manifest(directory, {**maker.planned(micro * world, micro, world), "samples": total_steps * micro * world,
+                               "shard_samples": micro * world, "validation_steps": []})
     tokens_made, flops, started = 0, 0.0, time.perf_counter()
     for number in range(total_steps):
         parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}

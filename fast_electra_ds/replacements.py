@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -85,12 +84,12 @@ def prepare_output(directory: Path, manifest: dict, rank: int) -> None:
 def run(args: argparse.Namespace) -> int:
     config = checked_config(args)
 
-    import torch
     import torch.distributed as dist
 
     from .config.ds_config import resolve_ds_config
     from .config.run_config import load_ds_config
     from .data.phases import PhasedData
+    from .data.replacements import evaluation_steps
     from .data.tokenizer import load_tokenizer
     from .errors import check_writable
     from .methods import METHODS, TokenInfo
@@ -115,15 +114,18 @@ def run(args: argparse.Namespace) -> int:
         online.aux.replacements = None  # this pass is the online path
         method = METHODS["fast"](online, tokens, device)
         method.setup()
-        total = config.train.steps * global_batch
+        ranks = args.train_ranks or world
         shard_steps = args.shard_steps or max(1, round(SHARD_SAMPLES / global_batch))
-        manifest = {**method.planned(global_batch, micro), "samples": total, "shard_samples": shard_steps * global_batch,
-                    "aux_path": str(config.aux.path), "complete": False}
+        validated = [step for step in evaluation_steps(config.train.steps, config.train.eval_every)
+                     if len(data.phases[data.index(max(step - 1, 0))].val_indices)]  # as the trainer: no held-out samples, no evaluation
+        manifest = {**method.planned(global_batch, micro, ranks), "samples": config.train.steps * global_batch,
+                    "shard_samples": shard_steps * global_batch, "validation_steps": validated, "aux_path": str(config.aux.path), "complete": False}
         prepare_output(directory, manifest, rank)
         barrier()
-        done = make_shards(method, data, directory, manifest, micro, rank, world, device)
+        shards = planned_shards(data, manifest, micro, ranks)
+        done = make_shards(method, shards, directory, manifest, rank, world, device)
         barrier()
-        finish(method, data, directory, manifest, done, rank, world, device)
+        finish(data, shards, directory, manifest, done, rank, world, device)
         barrier()
     finally:
         if dist.is_initialized():
@@ -145,43 +147,76 @@ def planned_batch(data, readers: dict, position: int, micro: int, global_batch: 
     return step, next(reader)
 
 
-def make_shards(method, data, directory: Path, manifest: dict, micro: int, rank: int, world: int, device) -> dict:
-    """This rank's missing shards, written; what it made (samples, tokens, seconds)."""
+def training_batches(data, readers: dict, first: int, stop: int, micro: int, global_batch: int, seed: int):
+    """(step, batch, stream positions) of the training micro-batches at positions [first, stop)."""
+    for position in range(first, stop, micro):
+        step, batch = planned_batch(data, readers, position, micro, global_batch, seed)
+        yield step, batch, list(range(position, position + micro))
+
+
+def validation_batches(data, step: int, micro: int, ranks: int):
+    """(step, batch, keys) of the held-out batches of the evaluation after `step`, grouped as a run on
+    `ranks` ranks groups them (metrics/validation.py), then the samples past an equal share (which runs
+    on other numbers of ranks read): every held-out sample, in the split's order."""
     import torch
 
-    from .data.replacements import shard_name
+    from .metrics.validation import rank_batches, validation_key
+
+    phase = data.phases[data.index(max(step - 1, 0))]
+    count = len(phase.val_indices)
+    groups = [group for rank in range(ranks) for group in rank_batches(count, micro, rank, ranks)]
+    covered = sum(len(group) for group in groups)
+    groups += [list(range(k, min(k + micro, count))) for k in range(covered, count, micro)]
+    for group in groups:
+        items = [phase.dataset[int(phase.val_indices[k])] for k in group]
+        yield step, {key: torch.stack([item[key] for item in items]) for key in items[0]}, [validation_key(k) for k in group]
+
+
+def planned_shards(data, manifest: dict, micro: int, ranks: int) -> list:
+    """Every file of the pass: (name, a function giving its micro-batches)."""
+    from functools import partial
+
+    from .data.replacements import shard_name, validation_shard_name
+
+    total, per_shard, readers = manifest["samples"], manifest["shard_samples"], {}
+    shards = [(shard_name(i), partial(training_batches, data, readers, i * per_shard, min((i + 1) * per_shard, total), micro,
+                                      manifest["global_batch"], manifest["seed"])) for i in range(-(-total // per_shard))]
+    return shards + [(validation_shard_name(step), partial(validation_batches, data, step, micro, ranks)) for step in manifest["validation_steps"]]
+
+
+def make_shards(method, shards: list, directory: Path, manifest: dict, rank: int, world: int, device) -> dict:
+    """This rank's missing shards (every world-th), written; what it made (samples, tokens, FLOPs, seconds)."""
+    import torch
+
     from .methods import StepContext
 
-    total, per_shard, global_batch, steps = manifest["samples"], manifest["shard_samples"], manifest["global_batch"], manifest["steps"]
-    shards = -(-total // per_shard)
-    written = {i for i in range(shards) if (directory / shard_name(i)).is_file()}
-    todo = [i for i in range(rank, shards, world) if i not in written]
+    written = {name for name, _ in shards if (directory / name).is_file()}
+    todo = [(name, batches) for number, (name, batches) in enumerate(shards) if number % world == rank and name not in written]
     if rank == 0:
-        print(f"[fast-electra] replacements: {total} samples ({steps} steps x {global_batch}) in {shards} shards over {world} ranks; "
-              f"{shards - len(written)} to make" + (f", {len(written)} already written (a pass that stopped)" if written else ""), flush=True)
-    readers, made, started = {}, {"samples": 0, "tokens": 0, "flops": 0.0}, time.perf_counter()
+        print(f"[fast-electra] replacements: {manifest['samples']} samples ({manifest['steps']} steps x {manifest['global_batch']}) and "
+              f"{len(manifest['validation_steps'])} evaluations in {len(shards)} shards over {world} ranks; {len(shards) - len(written)} to make"
+              + (f", {len(written)} already written (a pass that stopped)" if written else ""), flush=True)
+    made, started = {"samples": 0, "tokens": 0, "flops": 0.0}, time.perf_counter()
     said = started
-    for number, index in enumerate(todo, 1):
+    for number, (name, batches) in enumerate(todo, 1):
         parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
-        for position in range(index * per_shard, min((index + 1) * per_shard, total), micro):
-            step, batch = planned_batch(data, readers, position, micro, global_batch, manifest["seed"])
+        for step, batch, positions in batches():
             batch = {key: value.to(device) for key, value in batch.items()}
-            ctx = StepContext(step, step / steps, torch.Generator(), positions=list(range(position, position + micro)))
             with torch.no_grad():
-                selected, sampled, aux_argmax, temperature, metrics = method.propose(batch, ctx)
-            append_batch(parts, batch["input_ids"], selected, sampled, aux_argmax, temperature, metrics)
-            seq_len = batch["input_ids"].shape[1]
-            made["samples"] += micro
-            made["tokens"] += micro * seq_len
-            made["flops"] += micro * method.aux_flops_per_sequence(seq_len)
+                proposal = method.propose(batch, StepContext(step, step / manifest["steps"], torch.Generator(), positions))
+            append_batch(parts, batch["input_ids"], *proposal)
+            rows, seq_len = batch["input_ids"].shape
+            made["samples"] += rows
+            made["tokens"] += rows * seq_len
+            made["flops"] += rows * method.aux_flops_per_sequence(seq_len)
             if rank == 0 and time.perf_counter() - said > PROGRESS_EVERY_S:  # a large shard takes a while
                 said = time.perf_counter()
-                print(f"[fast-electra] replacements: rank 0 at sample {position + micro - index * per_shard} of {shard_name(index)} "
-                      f"({number}/{len(todo)} of its own); {made['tokens'] / (said - started):,.0f} tokens/s on this rank", flush=True)
-        write_parts(directory / shard_name(index), parts)
+                print(f"[fast-electra] replacements: rank 0 making {name} ({number}/{len(todo)} of its own); "
+                      f"{made['tokens'] / (said - started):,.0f} tokens/s on this rank", flush=True)
+        write_parts(directory / name, parts)
         if rank == 0:
             rate = made["tokens"] / (time.perf_counter() - started)
-            print(f"[fast-electra] replacements: rank 0 wrote {shard_name(index)} ({number}/{len(todo)} of its own); {rate:,.0f} tokens/s on this rank", flush=True)
+            print(f"[fast-electra] replacements: rank 0 wrote {name} ({number}/{len(todo)} of its own); {rate:,.0f} tokens/s on this rank", flush=True)
     made["seconds"] = time.perf_counter() - started
     return made
 
@@ -220,13 +255,13 @@ def write_parts(path: Path, parts: dict) -> None:
     write_shard(path, joined["counts"], joined["columns"], joined["ids"], stats)
 
 
-def finish(method, data, directory: Path, manifest: dict, made: dict, rank: int, world: int, device) -> None:
+def finish(data, shards: list, directory: Path, manifest: dict, made: dict, rank: int, world: int, device) -> None:
     """The throughput line (all ranks' tokens over the slowest rank's time), the shards' size per token,
     and, once every shard is there, the manifest marked complete."""
     import torch
     import torch.distributed as dist
 
-    from .data.replacements import shard_name, write_manifest
+    from .data.replacements import write_manifest
 
     sums = torch.tensor([made["samples"], made["tokens"], made["flops"]], dtype=torch.float64, device=device)
     slowest = torch.tensor([made["seconds"]], dtype=torch.float64, device=device)
@@ -236,19 +271,18 @@ def finish(method, data, directory: Path, manifest: dict, made: dict, rank: int,
         return
     samples, tokens, flops = (float(v) for v in sums.tolist())
     seconds = max(float(slowest.item()), 1e-9)
-    shards = -(-manifest["samples"] // manifest["shard_samples"])
-    present = [directory / shard_name(i) for i in range(shards) if (directory / shard_name(i)).is_file()]
-    stored = sum(p.stat().st_size for p in present)
-    all_tokens = sum(phase_tokens(data, manifest))
+    present = [directory / name for name, _ in shards if (directory / name).is_file()]
+    stored = sum(p.stat().st_size for p in present if p.name.startswith("shard-"))
+    training_tokens = sum(phase_tokens(data, manifest))
     if tokens:
         print(f"[fast-electra] replacements: {int(samples)} samples, {int(tokens)} tokens in {seconds:.1f} s: {tokens / seconds:,.0f} tokens/s "
-              f"over {world} ranks ({flops / seconds / 1e12:.3f} aux TFLOP/s, {flops / max(tokens, 1):,.0f} aux FLOPs per token)", flush=True)
-    complete = len(present) == shards
-    per_token = stored / all_tokens if complete else math.nan
-    write_manifest(directory, {**manifest, "complete": complete, "bytes": stored, "tokens": all_tokens,
+              f"over {world} ranks ({flops / seconds / 1e12:.3f} aux TFLOP/s, {flops / tokens:,.0f} aux FLOPs per token)", flush=True)
+    complete = len(present) == len(shards)
+    per_token = stored / training_tokens
+    write_manifest(directory, {**manifest, "complete": complete, "bytes": stored, "tokens": training_tokens,
                                "bytes_per_token": round(per_token, 4) if complete else None})
-    print(f"[fast-electra] replacements: {len(present)}/{shards} shards in {directory}, {stored:,} bytes"
-          + (f", {per_token:.3f} bytes per token" if complete else ": incomplete, re-run to continue")
+    print(f"[fast-electra] replacements: {len(present)}/{len(shards)} shards in {directory}"
+          + (f", {stored:,} bytes of training replacements, {per_token:.3f} bytes per token" if complete else ": incomplete, re-run to continue")
           + "; train with the same arguments (aux.replacements names them)", flush=True)
     print("[fast-electra] done: " + json.dumps({"directory": str(directory), "complete": complete, "bytes": stored}), flush=True)
 

@@ -3,8 +3,9 @@ every sample of a run's planned stream, the positions Fast-ELECTRA's online path
 tokens its sampler draws there, so that training runs no auxiliary model (`aux.replacements=DIR`).
 
 A directory holds `manifest.json` (what fixes the pass: the aux's and tokenizer's fingerprints, seed,
-steps, global batch, masking, curriculum, the data's shape) and shards `shard-NNNNNN.npz`, each the
-samples of `shard_samples` consecutive stream positions (whole steps). A shard holds, per sample, the
+steps, global batch, masking, curriculum, the data's shape, when the run validates) and shards
+`shard-NNNNNN.npz`, each the samples of `shard_samples` consecutive stream positions (whole steps), and
+`val-SSSSSSSS.npz`, the held-out samples of the evaluation after step S. A shard holds, per sample, the
 count of selected positions, the aux's correct argmaxes among them, its micro-batch's temperature,
 aux cross-entropy and target cross-entropy (the logged aux metrics); and, per selected position, its
 column (uint16) and sampled id (uint16 below 65536 tokens, else uint32): about 4 bytes per selected
@@ -30,12 +31,22 @@ FORMAT = 1
 SHARD = re.compile(r"shard-(\d{6})\.npz")
 # Fields that must equal the run's, in the order they are checked (the first difference is named).
 MATCHED = ("format", "corruption_rng", "tokenizer", "aux", "seed", "steps", "global_batch", "micro_batch", "masking",
-           "curriculum", "data")
+           "curriculum", "data", "validation")
 REDO = "re-run `fast-electra replacements` with this run's arguments into another aux.replacements directory"
 
 
 def shard_name(index: int) -> str:
     return f"shard-{index:06d}.npz"
+
+
+def validation_shard_name(step: int) -> str:
+    """The held-out samples' replacements for the evaluation after step `step` (at that step's temperature)."""
+    return f"val-{step:08d}.npz"
+
+
+def evaluation_steps(steps: int, eval_every: int) -> list[int]:
+    """The steps after which a run validates (training/trainer.py): every `eval_every` and the last."""
+    return sorted({s for s in range(eval_every, steps + 1, eval_every)} | {steps}) if eval_every else [steps]
 
 
 def model_fingerprint(path: str | os.PathLike) -> str:
@@ -65,7 +76,7 @@ def write_atomically(path: Path, write) -> None:
 
 def clean_temp_files(directory: Path) -> list[Path]:
     """Remove the temporary files of this host's passes that died (their pid no longer runs)."""
-    pattern = re.compile(r"\.(?:shard-\d{6}\.npz|manifest\.json)\.tmp-(\d+)-([0-9a-f]{8})")
+    pattern = re.compile(r"\.(?:shard-\d{6}\.npz|val-\d{8}\.npz|manifest\.json)\.tmp-(\d+)-([0-9a-f]{8})")
     removed = []
     for path in directory.iterdir():
         match = pattern.fullmatch(path.name)
@@ -143,25 +154,30 @@ class ReplacementStore:
             raise UserError(f"aux.replacements {self.directory} was made for another run: {field} is {have!r} there, {want!r} in this run", REDO)
         shards = -(-needed_samples // self.shard_samples)
         missing = [i for i in range(shards) if not (self.directory / shard_name(i)).is_file()]
-        if missing:
-            have = missing[0] * self.shard_samples
+        unvalidated = [s for s in self.manifest.get("validation_steps", []) if not (self.directory / validation_shard_name(s)).is_file()]
+        if missing or unvalidated:
+            have = missing[0] * self.shard_samples if missing else needed_samples
+            first = shard_name(missing[0]) if missing else validation_shard_name(unvalidated[0])
             raise UserError(f"aux.replacements {self.directory} holds replacements for {have} of the {needed_samples} samples this run needs "
-                            f"(shard {shard_name(missing[0])} and {len(missing) - 1} more missing): the pass did not finish",
+                            f"({first} and {len(missing) + len(unvalidated) - 1} more shards missing): the pass did not finish",
                             "re-run the same `fast-electra replacements` command; it continues where it stopped")
 
-    def _shard(self, index: int) -> Shard:
-        if index not in self._cache:
-            if len(self._cache) >= 2:  # positions come in order: the current shard and the next
-                self._cache.pop(min(self._cache))
-            self._cache[index] = Shard(self.directory / shard_name(index))
-        return self._cache[index]
+    def _shard(self, name: str) -> Shard:
+        if name not in self._cache:
+            if len(self._cache) >= 3:  # positions come in order: the current shard, the next and a validation one
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[name] = Shard(self.directory / name)
+        return self._cache[name]
 
-    def lookup(self, positions: list[int]) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, np.ndarray]]:
-        """(columns per sample, ids per sample, stats: counts, correct, temperature, ce, target_ce per sample)."""
+    def lookup(self, positions: list[int], step: int) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, np.ndarray]]:
+        """(columns per sample, ids per sample, stats: counts, correct, temperature, ce, target_ce per sample)
+        at stream `positions`, or at held-out keys below zero (metrics/validation.py) for the evaluation after `step`."""
         columns, ids, stats = [], [], {key: [] for key in ("counts", "correct", "temperature", "ce", "target_ce")}
         for position in positions:
-            shard = self._shard(position // self.shard_samples)
-            local = position % self.shard_samples
+            if position < 0:
+                shard, local = self._shard(validation_shard_name(step)), -1 - position
+            else:
+                shard, local = self._shard(shard_name(position // self.shard_samples)), position % self.shard_samples
             sample_columns, sample_ids = shard.sample(local)
             columns.append(sample_columns)
             ids.append(sample_ids)
@@ -170,11 +186,11 @@ class ReplacementStore:
         return columns, ids, {key: np.asarray(value) for key, value in stats.items()}
 
 
-def planned_manifest(config, fingerprint: str, unigram_entropy: float | None, global_batch: int, micro_batch: int,
+def planned_manifest(config, fingerprint: str, unigram_entropy: float | None, global_batch: int, micro_batch: int, ranks: int,
                      aux: dict[str, str] | None) -> dict[str, Any]:
     """What a pass for `config` (a RunConfig) must have been made with. `aux`: the aux's fingerprint and
-    dtype, or None where the run loads no aux (not checked then). The micro batch matters only to
-    `target`, whose temperature is chosen per micro-batch."""
+    dtype, or None where the run loads no aux (not checked then). The micro batch and, for validation,
+    the number of ranks matter only to `target`, whose temperature is chosen per micro-batch."""
     curriculum = config.curriculum
     return {"format": FORMAT, "corruption_rng": config.data.corruption_rng, "tokenizer": fingerprint, "aux": aux,
             "seed": config.train.seed, "steps": config.train.steps, "global_batch": global_batch,
@@ -184,4 +200,5 @@ def planned_manifest(config, fingerprint: str, unigram_entropy: float | None, gl
                            else {"kind": curriculum.kind, "span": curriculum.span}),
             # the corpus: its tokenizer (above) and unigram entropy, a function of every token count
             "data": {"seq_len": config.data.seq_len, "seq_len_schedule": list(config.data.seq_len_schedule),
-                     "val_sequences": config.data.val_sequences, "unigram_entropy": unigram_entropy}}
+                     "val_sequences": config.data.val_sequences, "unigram_entropy": unigram_entropy},
+            "validation": {"eval_every": config.train.eval_every, "ranks": ranks if curriculum.kind == "target" else None}}

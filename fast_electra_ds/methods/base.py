@@ -115,11 +115,6 @@ class Method:
         """Models used outside the engine (never trained, never in the optimizer)."""
         return {}
 
-    @property
-    def validates(self) -> bool:
-        """False where prepare_batch cannot run on held-out data (replacements read from a pass)."""
-        return True
-
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """Sub-directory name ("" for the top level) -> Hugging Face model inside `module`."""
         raise NotImplementedError

@@ -44,7 +44,8 @@ class FastElectra(Method):
         model = self.config.model
         if self.store is not None and ds_config is not None:  # before the engine starts: a pass that is not this run's is refused
             global_batch, micro = ds_config["train_batch_size"], ds_config["train_micro_batch_size_per_gpu"]
-            self.store.check(self.planned(global_batch, micro), self.config.train.steps * global_batch)
+            ranks = global_batch // (micro * ds_config.get("gradient_accumulation_steps", 1))
+            self.store.check(self.planned(global_batch, micro, ranks), self.config.train.steps * global_batch)
         discriminator = build_model(ElectraForPreTraining, self.main_config(), ds_config, model.attn_implementation)
         return ReplacedTokenDetection(discriminator, corrective_lm_head(discriminator, model, ds_config))
 
@@ -59,18 +60,14 @@ class FastElectra(Method):
             raise UserError("method fast needs an auxiliary masked-LM (aux.path is empty)", "train one with method aux-mlm and pass aux.path=<run>/hf, or any local HF masked-LM directory, or aux.replacements=<a pass of fast-electra replacements>")
         self.aux = load_frozen_aux(aux.path, self.tokens.vocab_size, self.tokens.fingerprint, aux.dtype, self.device)
 
-    def planned(self, global_batch: int, micro_batch: int) -> dict[str, Any]:
+    def planned(self, global_batch: int, micro_batch: int, ranks: int) -> dict[str, Any]:
         """The manifest a pass for this run has (data/replacements.py); the aux's part only where one is named."""
         aux = self.config.aux
         made_by = None if not aux.path else {"fingerprint": model_fingerprint(aux.path), "dtype": str(pick_dtype(aux.dtype, self.device)).removeprefix("torch.")}
-        return planned_manifest(self.config, self.tokens.fingerprint, self.tokens.unigram_entropy, global_batch, micro_batch, made_by)
+        return planned_manifest(self.config, self.tokens.fingerprint, self.tokens.unigram_entropy, global_batch, micro_batch, ranks, made_by)
 
     def frozen_modules(self) -> dict[str, torch.nn.Module]:
         return {} if self.aux is None else {"aux": self.aux.model}
-
-    @property
-    def validates(self) -> bool:
-        return self.store is None  # a pass holds training replacements only; validation's need the aux
 
     def exports(self, module: torch.nn.Module) -> dict[str, torch.nn.Module]:
         """The discriminator; with model.corrective_lm also corrective_lm/: an ElectraForMaskedLM of the
@@ -112,7 +109,7 @@ class FastElectra(Method):
     def read_replacements(self, original: torch.Tensor, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor, Metrics]:
         """The pass's (selected, sampled ids in row-major order) of this micro-batch's samples, and the
         aux metrics the pass recorded, summed as the online path sums them."""
-        columns, ids, stats = self.store.lookup(ctx.positions)
+        columns, ids, stats = self.store.lookup(ctx.positions, ctx.step)
         rows = np.repeat(np.arange(len(columns)), [len(c) for c in columns])
         selected = torch.zeros(original.shape, dtype=torch.bool)
         selected[torch.from_numpy(rows), torch.from_numpy(np.concatenate(columns))] = True

@@ -259,8 +259,7 @@ class Trainer:
         if len(self.data.phases) > 1:
             self.log("sequence length " + ", then ".join(f"{p.seq_len} for steps {p.start + 1}-{p.end}" for p in self.data.phases)
                      + f"; the global batch stays {self.global_batch} sequences, so tokens per step follow the length")
-        self.log(cfg.safety_summary() + ("" if self.validators[-1] else "; validation off (data.val_sequences=0)")
-                 + ("" if self.method.validates else "; validation off (aux.replacements: the pass made training replacements only)"))
+        self.log(cfg.safety_summary() + ("" if self.validators[-1] else "; validation off (data.val_sequences=0)"))
         while self.state.step < last_step:
             if self.state.step and self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1):
                 self.log_switch()
@@ -286,7 +285,7 @@ class Trainer:
             stopping, time_to_save = stop.agreed(self.device, save_clock.due())
             saving = (stopping or time_to_save or self.state.step == last_step
                       or (cfg.save_every and self.state.step % cfg.save_every == 0))
-            evaluating = self.method.validates and bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
+            evaluating = bool(self.validator()) and (self.state.step == cfg.steps or (cfg.eval_every and self.state.step % cfg.eval_every == 0))
             # A log window also ends at every checkpoint, so a resumed run logs the same windows, and
             # at a change of sequence length, so a window's tokens and FLOPs are of one length.
             switching = self.data.seq_len(self.state.step) != self.data.seq_len(self.state.step - 1)
@@ -335,7 +334,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         cfg = self.config.train
         progress = self.state.step / cfg.steps
-        return self.validator().evaluate(self.engine, self.method, lambda generator: StepContext(self.state.step, progress, generator),
+        return self.validator().evaluate(self.engine, self.method, lambda generator, keys: StepContext(self.state.step, progress, generator, keys),
                                        self.metrics.detector, self.metrics.unigram_entropy)
 
     def peak_memory(self) -> int:

@@ -1,7 +1,7 @@
 """Replacements made ahead of time, end to end: `fast-electra replacements` on 1 and 2 ranks, then
-method fast with aux.replacements=DIR (no aux loaded). With an fp32 aux, the offline path's batches
-and losses are the online path's (data.corruption_rng=sample); a run resumed on another number of ranks
-sees the same data and masks."""
+method fast with aux.replacements=DIR (no aux loaded). With an fp32 aux, the offline path's batches,
+losses and validation are the online path's (data.corruption_rng=sample); a run resumed on another
+number of ranks sees the same data and masks."""
 import json
 
 import pytest
@@ -83,7 +83,9 @@ def test_offline_path_equals_the_online_path_single_process(prepared, aux, tmp_p
         assert got["aux_ce"] == pytest.approx(want["aux_ce"], rel=1e-6)
     placement = json.loads((tmp_path / "offline" / "placement" / "rank0.json").read_text())
     assert "aux" not in placement  # no aux model on the rank
-    assert "val_loss" in online_records[-1] and "val_loss" not in offline_records[-1]
+    assert manifest["validation_steps"] == [4]  # train.eval_every 1000: the last step only
+    for key in ("val_loss", "val_rtd_auc", "val_replaced_frac"):  # held-out replacements from the pass too
+        assert offline_records[-1][key] == online_records[-1][key], key
 
 
 def test_two_ranks_make_and_read_a_pass_and_a_resume_on_fewer_ranks_sees_the_same_masks(prepared, aux, tmp_path):
@@ -123,7 +125,7 @@ def test_a_killed_pass_continues_and_makes_the_same_shards(prepared, aux, tmp_pa
     (replacements / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
     again = run_replacements(pass_args(prepared, aux, replacements))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "1 to make, 3 already written" in again.stdout and not half_written.exists()
+    assert "1 to make, 4 already written" in again.stdout and not half_written.exists()  # 4 training shards and the evaluation's
     second = np.load(replacements / "shard-000002.npz")
     assert all(np.array_equal(first[key], second[key]) for key in first)
     assert json.loads((replacements / "manifest.json").read_text())["complete"]

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from fast_electra_ds.data.replacements import (MANIFEST, ReplacementStore, clean_temp_files, first_difference, read_manifest,
-                                               shard_name, write_manifest)
+from fast_electra_ds.data.replacements import (MANIFEST, ReplacementStore, clean_temp_files, evaluation_steps, first_difference,
+                                               read_manifest, shard_name, validation_shard_name, write_manifest)
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
+from fast_electra_ds.metrics.validation import validation_key
 from fast_electra_ds.replacements import append_batch, prepare_output, write_parts
 from tests.method_helpers import TOKENS, batch, config, fast_method
 
@@ -21,7 +22,8 @@ def make_pass(directory, method, batches, shard_samples):
     """A pass written as `fast-electra replacements` writes it: the online path's propose per micro-batch
     of consecutive positions, `shard_samples` per shard; returns the manifest."""
     micro = len(batches[0]["input_ids"])
-    manifest = {**method.planned(shard_samples, micro), "samples": micro * len(batches), "shard_samples": shard_samples}
+    manifest = {**method.planned(shard_samples, micro, 1), "samples": micro * len(batches), "shard_samples": shard_samples,
+                "validation_steps": []}
     directory.mkdir()
     write_manifest(directory, manifest)
     per_shard = shard_samples // micro
@@ -48,7 +50,7 @@ def test_the_offline_batches_are_the_online_ones(tmp_path, kind):
     batches = [batch(rows=4, seed=s) for s in range(4)]
     make_pass(tmp_path / "repl", online, batches, shard_samples=8)
     offline = offline_method(tmp_path / "repl", *extra, unigram_entropy=4.0)
-    assert offline.aux is None and offline.frozen_modules() == {} and not offline.validates
+    assert offline.aux is None and offline.frozen_modules() == {}
     for number, data in enumerate(batches):
         ctx = StepContext(0, 0.2, torch.Generator().manual_seed(number), list(range(number * 4, number * 4 + 4)))
         want, want_metrics = online.prepare_batch(data, ctx)
@@ -59,6 +61,21 @@ def test_the_offline_batches_are_the_online_ones(tmp_path, kind):
         assert want_metrics.keys() == got_metrics.keys()
         for name, (num, den) in want_metrics.items():
             assert (got_metrics[name][0] / got_metrics[name][1]).item() == pytest.approx((num / den).item(), rel=1e-6), name
+
+
+def test_held_out_samples_are_read_from_their_evaluations_shard(tmp_path):
+    """Validation's samples are keyed below zero (metrics/validation.py) and read from the shard of the
+    evaluation's step, made at that step's temperature."""
+    online = fast_method(*SAMPLE)
+    make_pass(tmp_path / "repl", online, [batch(rows=4)], shard_samples=4)
+    held_out, keys = batch(rows=3, seed=9), [validation_key(k) for k in range(3)]
+    parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+    append_batch(parts, held_out["input_ids"], *online.propose(held_out, StepContext(1, 1.0, torch.Generator(), keys)))
+    write_parts(tmp_path / "repl" / validation_shard_name(1), parts)
+    offline = offline_method(tmp_path / "repl")
+    ctx = StepContext(1, 1.0, torch.Generator().manual_seed(3), keys)
+    assert torch.equal(online.prepare_batch(held_out, ctx)[0]["input_ids"], offline.prepare_batch(held_out, ctx)[0]["input_ids"])
+    assert evaluation_steps(10, 4) == [4, 8, 10] and evaluation_steps(10, 0) == [10] and evaluation_steps(8, 4) == [4, 8]
 
 
 def test_a_shard_costs_about_four_bytes_per_selected_token(tmp_path):
@@ -97,7 +114,7 @@ def test_replacements_need_sample_indexed_corruption_and_a_pass_directory(tmp_pa
 
 
 def test_the_pass_refuses_a_directory_it_did_not_write_and_a_pass_of_another_run(tmp_path):
-    manifest = {**fast_method(*SAMPLE).planned(8, 4), "samples": 16, "shard_samples": 8}
+    manifest = {**fast_method(*SAMPLE).planned(8, 4, 2), "samples": 16, "shard_samples": 8}
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -139,4 +156,4 @@ def test_the_manifest_is_json_with_the_fields_that_fix_a_pass(tmp_path):
         assert field in stored
     arrays = np.load(tmp_path / "repl" / shard_name(0))
     assert arrays["columns"].dtype == np.uint16 and arrays["ids"].dtype == np.uint16 and len(arrays["counts"]) == 4
-    assert ReplacementStore(tmp_path / "repl").lookup([2])[0][0].tolist() == arrays["columns"][arrays["counts"][:2].sum():arrays["counts"][:3].sum()].tolist()
+    assert ReplacementStore(tmp_path / "repl").lookup([2], 0)[0][0].tolist() == arrays["columns"][arrays["counts"][:2].sum():arrays["counts"][:3].sum()].tolist()
