@@ -57,8 +57,9 @@ def checked_config(args: argparse.Namespace):
     return config
 
 
-def prepare_output(directory: Path, manifest: dict, rank: int) -> None:
-    """Refuse a directory that is not this pass's; rank 0 creates it with its manifest."""
+def prepare_output(directory: Path, manifest: dict) -> None:
+    """Refuse a directory that is not this pass's; create it with its manifest (rank 0 only: the others
+    would see it half made)."""
     from .data.replacements import MANIFEST, clean_temp_files, first_difference, read_manifest, write_manifest
 
     if directory.exists() and not directory.is_dir():
@@ -73,12 +74,11 @@ def prepare_output(directory: Path, manifest: dict, rank: int) -> None:
                             "choose another aux.replacements, or remove that directory to redo the pass")
     elif directory.is_dir() and any(directory.iterdir()):
         raise UserError(f"aux.replacements {directory} exists and is not a replacements directory (no {MANIFEST})", "choose an empty or new directory")
-    elif rank == 0:
+    else:
         directory.mkdir(parents=True, exist_ok=True)
         write_manifest(directory, manifest)
-    if rank == 0:
-        for path in clean_temp_files(directory):
-            print(f"[fast-electra] removed {path}, a shard a killed pass left half-written", flush=True)
+    for path in clean_temp_files(directory):
+        print(f"[fast-electra] removed {path}, a shard a killed pass left half-written", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from .methods import METHODS, TokenInfo
     from .runtime.device import barrier, bind_device
     from .runtime.process_group import init_process_group, quiet_known_warnings
+    from .runtime.resources import fail_on_every_rank
     from .train import single_process_defaults
 
     quiet_known_warnings()
@@ -120,8 +121,15 @@ def run(args: argparse.Namespace) -> int:
                      if len(data.phases[data.index(max(step - 1, 0))].val_indices)]  # as the trainer: no held-out samples, no evaluation
         manifest = {**method.planned(global_batch, micro, ranks), "samples": config.train.steps * global_batch,
                     "shard_samples": shard_steps * global_batch, "validation_steps": validated, "aux_path": str(config.aux.path), "complete": False}
-        prepare_output(directory, manifest, rank)
-        barrier()
+        problem = [None]
+        if rank == 0:
+            try:
+                prepare_output(directory, manifest)
+            except UserError as err:
+                problem[0] = str(err)
+        dist.broadcast_object_list(problem, src=0)
+        if problem[0]:
+            fail_on_every_rank(problem[0], "")
         shards = planned_shards(data, manifest, micro, ranks)
         done = make_shards(method, shards, directory, manifest, rank, world, device)
         barrier()

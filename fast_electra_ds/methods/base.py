@@ -61,8 +61,8 @@ class StepContext:
     step: int  # optimizer steps done before this micro-batch
     progress: float  # fraction of training done, u in [0, 1]
     generator: torch.Generator  # seeded by (seed, step, micro-batch, rank): resumable without saved state
-    # The micro-batch's samples' positions in the training stream (0-based over all steps and ranks):
-    # the keys of data.corruption_rng=sample. None outside training (validation keeps ctx.generator).
+    # The keys of the micro-batch's samples for data.corruption_rng=sample: their positions in the training
+    # stream (0-based over all steps and ranks), or below zero the held-out samples' (metrics/validation.py).
     positions: list[int] | None = None
 
 
@@ -147,8 +147,8 @@ class Method:
 
     # --- shared helpers ---------------------------------------------------------------------
     def draws(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepDraws | SampleDraws:
-        """The micro-batch's random draws: per sample under data.corruption_rng=sample (in training),
-        else from ctx.generator."""
+        """The micro-batch's random draws: per sample under data.corruption_rng=sample (where the context
+        carries the samples' keys), else from ctx.generator."""
         if self.config.data.corruption_rng == "sample" and ctx.positions is not None:
             return SampleDraws(self.config.train.seed, ctx.positions, batch["input_ids"].shape[1], batch["input_ids"].device)
         return StepDraws(ctx.generator)

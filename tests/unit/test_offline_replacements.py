@@ -119,16 +119,16 @@ def test_the_pass_refuses_a_directory_it_did_not_write_and_a_pass_of_another_run
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="not a replacements directory"):
-        prepare_output(foreign, manifest, rank=0)
+        prepare_output(foreign, manifest)
     assert (foreign / "notes.txt").read_text() == "mine"
     mine = tmp_path / "mine"
-    prepare_output(mine, manifest, rank=0)
+    prepare_output(mine, manifest)
     assert read_manifest(mine) == manifest
-    prepare_output(mine, manifest, rank=0)  # the same pass again: continues
+    prepare_output(mine, manifest)  # the same pass again: continues
     with pytest.raises(UserError, match="seed is 1234 there, 5 here"):
-        prepare_output(mine, {**manifest, "seed": 5}, rank=0)
+        prepare_output(mine, {**manifest, "seed": 5})
     with pytest.raises(UserError, match="samples is 16 there, 32 here"):
-        prepare_output(mine, {**manifest, "samples": 32}, rank=0)
+        prepare_output(mine, {**manifest, "samples": 32})
 
 
 def test_a_killed_writers_temporary_files_are_removed_and_only_those(tmp_path):
