@@ -7,6 +7,8 @@ from fast_electra_ds.data.dataset import RankBatches, micro_batch_positions
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.methods import METHODS, StepContext
 from fast_electra_ds.methods.corruption_rng import SampleDraws, StepDraws, sample_seed
+from fast_electra_ds.methods.masking import corrupt_inputs, maskable_positions, select_positions
+from fast_electra_ds.models.sampling import sample_and_argmax
 from tests.method_helpers import TOKENS, batch, config, fast_method
 
 
@@ -24,9 +26,6 @@ def test_step_mode_draws_what_the_generator_drew_before():
     data = batch(rows=16)
     inputs, _ = method.prepare_batch(data, StepContext(2, 0.3, torch.Generator().manual_seed(9), positions=list(range(16))))
     g = torch.Generator().manual_seed(9)
-    from fast_electra_ds.methods.masking import corrupt_inputs, maskable_positions, select_positions
-    from fast_electra_ds.models.sampling import sample_and_argmax
-
     selected = select_positions(maskable_positions(data["input_ids"], data["attention_mask"], TOKENS.special_ids), 0.15, g)
     masked = corrupt_inputs(data["input_ids"], selected, TOKENS.mask_id, 0.85, 0.0, TOKENS.vocab_size, g, TOKENS.special_ids)
     logits = method.aux.logits(masked, data["attention_mask"], selected)
