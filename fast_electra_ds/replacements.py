@@ -64,6 +64,8 @@ def prepare_output(directory: Path, manifest: dict) -> None:
 
     if directory.exists() and not directory.is_dir():
         raise UserError(f"aux.replacements {directory} is a file", "name a directory")
+    # First: a pass killed while writing its first manifest leaves only a temporary file.
+    removed = clean_temp_files(directory) if directory.is_dir() else []
     if (directory / MANIFEST).is_file():
         found = read_manifest(directory)
         difference = first_difference(found, manifest) or next(((key, found.get(key), manifest[key]) for key in ("samples", "shard_samples")
@@ -77,8 +79,8 @@ def prepare_output(directory: Path, manifest: dict) -> None:
     else:
         directory.mkdir(parents=True, exist_ok=True)
         write_manifest(directory, manifest)
-    for path in clean_temp_files(directory):
-        print(f"[fast-electra] removed {path}, a shard a killed pass left half-written", flush=True)
+    for path in removed:
+        print(f"[fast-electra] removed {path}, a file a killed pass left half-written", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
