@@ -1,7 +1,7 @@
 """The launch line of a training run, written once for the tests, benchmarks and scripts: the
 deepspeed launcher on N ranks with a free rendezvous port (`deepspeed --num_gpus N --master_port P
-train.py ARGS`), or one process without a launcher (`python train.py ARGS`), and the environment its
-processes get."""
+train.py ARGS`), or one process without a launcher (`python train.py ARGS`), the same for a module entry
+point (`--module`: the replacements pass), and the environment its processes get."""
 from __future__ import annotations
 
 import os
