@@ -10,7 +10,9 @@ Methods: `fast`; `original` = method electra with a generator of the aux model's
 width: the poster's Original); `electra` = method electra as config.py builds it (ELECTRA's 1/4-width
 generator); `main-only` = fast's main model alone on already-corrupted input (a random mask_prob share
 of the positions replaced by random tokens: no aux, no sampler), the measured floor of fast's step:
-main-only/original bounds what any aux and sampler can reach. Shapes (main model preset, sequence, micro-batch, vocabulary): small = small, 128, 8, 30522;
+main-only/original bounds what any aux and sampler can reach; `fast-offline` = fast reading its
+replacements from a pass made beforehand (aux.replacements, docs/offline-replacements.md: no aux, no
+sampler, the real read path), whose making is timed too (tokens/s of the pass on rank 0). Shapes (main model preset, sequence, micro-batch, vocabulary): small = small, 128, 8, 30522;
 base = base, 256, 1, 30522 (a base-like shape that fits a CPU).
 
 Beside each ratio: the FLOPs-predicted one (each method's flops_per_sequence, accounting/flops.py),
@@ -42,14 +44,15 @@ SHAPES = {"small": dict(preset="small", seq_len=128, micro_batch=8, vocab_size=3
           "base": dict(preset="base", seq_len=256, micro_batch=1, vocab_size=30522),
           "tiny": dict(preset="tiny", seq_len=64, micro_batch=2, vocab_size=1000)}
 MAIN_ONLY = "main-only"
-METHODS = ("fast", "original", "electra", MAIN_ONLY)
+OFFLINE = "fast-offline"
+METHODS = ("fast", "original", "electra", MAIN_ONLY, OFFLINE)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
 
 
 def run_config(method: str, shape: dict, steps: int):
     from fast_electra_ds.config.run_config import RunConfig
 
-    config = RunConfig(method={"original": "electra", MAIN_ONLY: "fast"}.get(method, method))
+    config = RunConfig(method={"original": "electra", MAIN_ONLY: "fast", OFFLINE: "fast"}.get(method, method))
     config.model.preset = shape["preset"]
     config.model.max_position_embeddings = max(shape["seq_len"], 512)
     config.data.seq_len = shape["seq_len"]
@@ -67,6 +70,36 @@ def ds_config(shape: dict) -> dict:
     ds.update(train_micro_batch_size_per_gpu=shape["micro_batch"], gradient_accumulation_steps=1)
     ds.pop("train_batch_size", None)
     return ds
+
+
+def make_pass(directory: Path, config, tokens, device, batch_of, world: int, micro: int, total_steps: int) -> dict:
+    """The pass fast-offline reads: the online path (data.corruption_rng=sample) over every rank's
+    batch of every step, one shard per step, written as `fast-electra replacements` writes them; timed."""
+    from fast_electra_ds.data.replacements import shard_name, write_manifest
+    from fast_electra_ds.methods import METHODS as REGISTRY, StepContext
+    from fast_electra_ds.replacements import append_batch, write_parts
+
+    maker = REGISTRY["fast"](config, tokens, device)
+    maker.setup()
+    directory.mkdir(parents=True, exist_ok=True)
+    write_manifest(directory, {**maker.planned(micro * world, micro, world), "samples": total_steps * micro * world,
+                               "shard_samples": micro * world, "validation_steps": []})
+    tokens_made, flops, started = 0, 0.0, time.perf_counter()
+    for number in range(total_steps):
+        parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+        for rank in range(world):
+            batch = batch_of(number, rank)
+            first = (number * world + rank) * micro
+            ctx = StepContext(number, number / total_steps, torch.Generator(), positions=list(range(first, first + micro)))
+            with torch.no_grad():
+                append_batch(parts, batch["input_ids"], *maker.propose(batch, ctx))
+            tokens_made += batch["input_ids"].numel()
+            flops += micro * maker.aux_flops_per_sequence(batch["input_ids"].shape[1])
+        write_parts(directory / shard_name(number), parts)
+    _sync(device)
+    seconds = time.perf_counter() - started
+    size = sum(p.stat().st_size for p in directory.glob("shard-*.npz"))
+    return {"tokens_per_s": tokens_made / seconds, "aux_tflops_per_s": flops / seconds / 1e12, "bytes_per_token": size / tokens_made}
 
 
 def gemm_peak_tflops(shape: dict, hidden: int, device: torch.device, repeats: int = 5) -> float:
@@ -131,6 +164,14 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     shape = SHAPES[shape_name]
     tokens = TokenInfo(vocab_size=shape["vocab_size"], fingerprint="engine-throughput", **SPECIALS)
     total_steps = warmup + steps + 1
+    offline_pass = None
+
+    def batch_of(number: int, rank: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(1000 * number + rank)
+        ids = torch.randint(5, tokens.vocab_size, (shape["micro_batch"], shape["seq_len"]), generator=g)
+        ids[:, 0], ids[:, -1] = tokens.cls_id, tokens.sep_id
+        return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
     runners = {}
     for name in methods:
         torch.manual_seed(0)
@@ -140,6 +181,12 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
             ElectraForMaskedLM(electra_config(sizes, config.model, tokens.vocab_size, tokens.pad_id)).save_pretrained(aux_dir)
         dist.barrier()
         config.aux.path = aux_dir
+        if name == OFFLINE:
+            config.data.corruption_rng = "sample"
+            if rank == 0:
+                offline_pass = make_pass(Path(aux_dir).parent / "replacements", config, tokens, device, batch_of, world, shape["micro_batch"], total_steps)
+            dist.barrier()
+            config.aux.replacements = str(Path(aux_dir).parent / "replacements")
         method = REGISTRY[config.method](config, tokens, device)
         if name != MAIN_ONLY:  # main-only loads no aux
             method.setup()
@@ -154,11 +201,10 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
 
     def step(name: str, number: int) -> None:
         method, engine = runners[name]
-        g = torch.Generator().manual_seed(1000 * number + rank)
-        ids = torch.randint(5, tokens.vocab_size, (shape["micro_batch"], shape["seq_len"]), generator=g)
-        ids[:, 0], ids[:, -1] = tokens.cls_id, tokens.sep_id
-        batch = {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
-        ctx = StepContext(number, number / total_steps, torch.Generator(device=device).manual_seed(number * 100 + rank))
+        batch = batch_of(number, rank)
+        first = (number * world + rank) * shape["micro_batch"]  # the stream positions fast-offline's pass used
+        ctx = StepContext(number, number / total_steps, torch.Generator(device=device).manual_seed(number * 100 + rank),
+                          positions=list(range(first, first + shape["micro_batch"])))
         inputs = main_only_inputs(method, batch, ctx.generator) if name == MAIN_ONLY else method.prepare_batch(batch, ctx)[0]
         loss, _ = engine(**inputs)
         engine.backward(loss)
@@ -198,7 +244,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     if rank == 0:
         per = iter(flat.tolist())
         result = {"shape": shape_name, **shape, "ranks": world, "device": str(device), "threads": torch.get_num_threads(),
-                  "gemm_peak_tflops": peak, "steps": steps, "warmup": warmup, "methods": {}}
+                  "gemm_peak_tflops": peak, "steps": steps, "warmup": warmup, "methods": {}, "offline_pass": offline_pass}
         for name in methods:
             step_times = [next(per) for _ in times[name]]
             method = runners[name][0]
@@ -231,7 +277,8 @@ def measure(shape_name: str, ranks: int, methods: list[str], steps: int, warmup:
     return result
 
 
-RATIOS = (("fast", "original"), ("fast", "electra"), (MAIN_ONLY, "original"))  # the last: fast/original's measured floor
+RATIOS = (("fast", "original"), ("fast", "electra"), (MAIN_ONLY, "original"),  # main-only: fast/original's measured floor
+          (OFFLINE, "original"), (OFFLINE, "fast"))
 
 
 def ratio_key(numerator: str, denominator: str) -> str:
@@ -261,13 +308,19 @@ def render(results: list[dict]) -> str:
             lines.append(f"| {r['shape']} | {r['ranks']} | {name} | {m['step_s'] * 1e3:.1f} | {m['gflops_per_sequence']:.2f} | "
                          f"{m['model_tflops_per_rank']:.4f} | {m['gemm_share']:.0%} | {m['mfu']:.1%} | {r['gemm_peak_tflops']:.3f} |")
     lines += ["", "| shape | ranks | fast/original measured | predicted (FLOPs) | fast/electra measured | predicted (FLOPs) "
-              "| floor: main-only/original measured | predicted (FLOPs) |", "|---|---|---|---|---|---|---|---|"]
+              "| floor: main-only/original measured | predicted (FLOPs) | fast-offline/original measured | predicted (FLOPs) "
+              "| fast-offline/fast measured | predicted (FLOPs) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         cells = []
         for numerator, denominator in RATIOS:
             x = r.get(ratio_key(numerator, denominator))
             cells += [f"{x['measured']:.3f} ({x['range'][0]:.3f}–{x['range'][1]:.3f})", f"{x['predicted']:.3f}"] if x else ["–", "–"]
         lines.append(f"| {r['shape']} | {r['ranks']} | " + " | ".join(cells) + " |")
+    for r in results:
+        if r.get("offline_pass"):
+            x = r["offline_pass"]
+            lines += ["", f"fast-offline's pass ({r['shape']}, made on rank 0 of {r['ranks']}): {x['tokens_per_s']:,.0f} tokens/s, "
+                      f"{x['aux_tflops_per_s']:.4f} aux TFLOP/s, {x['bytes_per_token']:.3f} bytes per token (one shard per step)."]
     lines += ["", "main-only is fast's main model alone (no aux, no sampler) through the same engine, interleaved with the "
               "others: no aux or sampler can bring fast/original below main-only/original, measured or predicted."]
     lines += ["", "Largest non-GEMM self times (share of the profiled step):"]

@@ -1,4 +1,5 @@
-"""`fast-electra <command>`: tokenizer, prepare, export, train (a local alias of train.py), finetune, glue-data."""
+"""`fast-electra <command>`: tokenizer, prepare, export, train (a local alias of train.py), finetune, glue-data,
+replacements."""
 from __future__ import annotations
 
 import sys
@@ -18,6 +19,8 @@ commands:
   export      consolidate a checkpoint into a Hugging Face model directory
   finetune    fine-tune a model directory on GLUE-layout or custom tasks over several seeds
   glue-data   write a labelled data set in the GLUE layout (rotten-tomatoes)
+  replacements  make method fast's replacements ahead of time, from the training's arguments (several
+              ranks: `deepspeed --module fast_electra_ds.replacements ...`)
 """
 
 
@@ -42,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         from .finetune.cli import cli as function
     elif command == "glue-data":
         from .finetune.rotten_tomatoes import cli as function
+    elif command == "replacements":
+        from .replacements import cli as function
     else:
-        print(f"error: unknown command {command!r}; use one of tokenizer, prepare, train, export, finetune, glue-data", file=sys.stderr)
+        print(f"error: unknown command {command!r}; use one of tokenizer, prepare, train, export, finetune, glue-data, replacements", file=sys.stderr)
         return 2
     return run_guarded(function, rest)
 

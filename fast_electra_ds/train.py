@@ -70,7 +70,7 @@ def parse_args(argv: list[str], prog: str = "train.py") -> argparse.Namespace:
     return parser.parse_intermixed_args(argv)  # flags before, between or after the overrides
 
 
-def _single_process_defaults() -> None:
+def single_process_defaults() -> None:
     """Allow `python train.py ...` without a launcher: a world of one."""
     if "RANK" not in os.environ:
         from .runtime.process_group import free_port
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     from .runtime.device import barrier, bind_device, cpu_bf16_is_emulated
     from .training.trainer import Trainer
 
-    _single_process_defaults()
+    single_process_defaults()
     started = time.time()
     device = bind_device()  # before the first collective, so NCCL never guesses this rank's GPU
     if device.type == "cpu" and ds_config.get("bf16", {}).get("enabled") and cpu_bf16_is_emulated() and int(os.environ.get("RANK", 0)) == 0:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from fast_electra_ds.runtime.launch import launch_env, train_command
+from fast_electra_ds.runtime.launch import launch_env, module_command, train_command
 from fast_electra_ds.runtime.process_group import free_port  # noqa: F401 (tests take free ports from here)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,12 @@ def start(args: list[str], ranks: int = 2) -> subprocess.Popen:
 def run_cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
     """`fast-electra <args>` as a user runs it."""
     return subprocess.run([sys.executable, "-m", "fast_electra_ds.cli", *args], cwd=ROOT, env=cpu_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_replacements(args: list[str], ranks: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`fast-electra replacements <args>` on one process, or through the deepspeed launcher on `ranks`."""
+    return subprocess.run(module_command("fast_electra_ds.replacements", args, ranks), cwd=ROOT, env=cpu_env(),
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,5 +1,6 @@
 """What the unit tests of the methods share: a method run without the engine on the tiny config, its
-token ids (TOKENS), a padded batch, and the chi-square test of a sampler's draws."""
+token ids (TOKENS), method fast with a random aux, a padded batch, and the chi-square test of a
+sampler's draws."""
 from __future__ import annotations
 
 import torch
@@ -14,6 +15,25 @@ TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_
 def config(*overrides: str) -> RunConfig:
     """configs/tiny.yaml without dropout, with `overrides`."""
     return load_config([str(ROOT / "configs/tiny.yaml")], ["model.dropout=0.0", *overrides])
+
+
+def fast_method(*overrides, unigram_entropy=None, favoured=None):
+    """Method fast on TOKENS with a random one-layer fp32 aux (seeded), without the engine."""
+    from transformers import ElectraConfig, ElectraForMaskedLM
+
+    from fast_electra_ds.methods import METHODS
+    from fast_electra_ds.models.aux import FrozenAux
+
+    tokens = TokenInfo(**{**TOKENS.__dict__, "unigram_entropy": unigram_entropy})
+    method = METHODS["fast"](config("method=fast", *overrides), tokens, torch.device("cpu"))
+    torch.manual_seed(3)
+    aux = ElectraForMaskedLM(ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=1,
+                                           num_attention_heads=1, intermediate_size=64, max_position_embeddings=64))
+    if favoured is not None:  # an aux that knows which tokens the data uses: better than a wider unigram distribution
+        with torch.no_grad():
+            aux.generator_lm_head.bias[favoured] += 6.0
+    method.aux = FrozenAux(aux.eval().requires_grad_(False))
+    return method
 
 
 def batch(rows=8, length=32, padding=4, seed=0) -> dict[str, torch.Tensor]:

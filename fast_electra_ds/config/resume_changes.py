@@ -35,6 +35,8 @@ MEANINGS = {
     "data.tokenizer": "the same vocabulary (equal fingerprint) from another directory",
     "data.val_sequences": "the validation split, and with it the numbering of the training samples, changes from this step",
     "train.seed": "the sample order and the corruption's randomness change from this step",
+    "data.corruption_rng": "masks and replacements are drawn from this step per sample (sample) or per rank and micro-batch (step); the sample order stays",
+    "aux.replacements": "replacements come from this step from the named pass (or from the aux model when empty); with data.corruption_rng=sample the same ones",
     "train.steps": "the schedules that follow the fraction of training done (learning rate, curriculum) follow the new length from this step",
 }
 

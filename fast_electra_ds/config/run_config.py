@@ -72,6 +72,7 @@ class AuxConfig:
     """
 
     path: str | None = None
+    replacements: str | None = None  # method fast: a directory of `fast-electra replacements`; no aux runs (docs/offline-replacements.md)
     depth_fraction: float = 1 / 3
     hidden_fraction: float = 1.0
     dtype: str = "auto"  # auto: bf16, or fp16 on a GPU without bf16; or one of bf16, fp16, fp32
@@ -109,6 +110,7 @@ class MaskingConfig:
 
 
 CURRICULUM_KINDS = ("exp", "target")
+CORRUPTION_RNG = ("step", "sample")
 
 
 @dataclass
@@ -197,6 +199,9 @@ class DataConfig:
     # Held-out packed sequences for validation (taken out of training): at most 5% of the data set,
     # spread over it in 8 blocks; 0 turns validation off. See data/dataset.py validation_split.
     val_sequences: int = 256
+    # Corruption's random draws: `step` keyed by (seed, step, micro-batch, rank); `sample` by (seed, the
+    # sample's position in the training stream), the same on any world size (methods/corruption_rng.py).
+    corruption_rng: str = "step"
 
 
 @dataclass
@@ -377,6 +382,8 @@ def validate(config: RunConfig) -> None:
             raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
     config.curriculum.check()
     config.seq_len_phases()
+    if config.data.corruption_rng not in CORRUPTION_RNG:
+        raise UserError(f"unknown data.corruption_rng {config.data.corruption_rng!r}", f"use one of {', '.join(CORRUPTION_RNG)}")
     if lr is not None and not (math.isfinite(lr) and lr > 0):
         raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
     if not train.collective_timeout_minutes > 0:
@@ -390,6 +397,9 @@ def validate(config: RunConfig) -> None:
     if train.on_divergence == "rollback" and len(config.seq_len_phases()) > 1:
         raise UserError("train.on_divergence=rollback does not work with a multi-length data.seq_len_schedule yet",
                         "use train.on_divergence=stop, or train the phases as separate runs")
+    if train.on_divergence == "rollback" and config.aux.replacements:
+        raise UserError("train.on_divergence=rollback does not work with aux.replacements (a rollback reads past the samples the pass made)",
+                        "use train.on_divergence=stop with precomputed replacements")
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -251,6 +251,14 @@ class EpochOrder:
         return int(self._permutations[epoch][position % self.num_samples])
 
 
+def micro_batch_positions(consumed_samples: int, micro: int, micro_batch_size: int, rank: int, world_size: int) -> list[int]:
+    """Positions in the training stream of rank `rank`'s micro-batch `micro` of the step that starts
+    after `consumed_samples`: RankBatches' order (each micro-batch takes micro_batch_size * world_size
+    positions, rank r the r-th slice), so a step covers the same positions on any world size."""
+    first = consumed_samples + (micro * world_size + rank) * micro_batch_size
+    return list(range(first, first + micro_batch_size))
+
+
 class RankBatches:
     """Infinite iterator of this rank's micro-batches (dicts of [micro_batch_size, seq_len] tensors).
 

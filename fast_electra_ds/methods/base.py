@@ -27,6 +27,7 @@ from ..config.run_config import RunConfig
 from ..errors import UserError
 from ..models.encoder import electra_config
 from ..metrics.pairs import Metrics
+from .corruption_rng import SampleDraws, StepDraws
 from .masking import corrupt_inputs, maskable_positions, select_positions
 
 
@@ -43,6 +44,13 @@ class TokenInfo:
     # where no corpus is at hand (benchmarks on random ids).
     unigram_entropy: float | None = None
 
+    @classmethod
+    def of(cls, dataset) -> "TokenInfo":
+        """The token ids, fingerprint and unigram entropy of a packed data set (data/dataset.py)."""
+        ids = dataset.special_ids
+        return cls(vocab_size=dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"], sep_id=ids["sep"],
+                   mask_id=ids["mask"], fingerprint=dataset.fingerprint, unigram_entropy=dataset.unigram_entropy())
+
     @property
     def special_ids(self) -> list[int]:
         return sorted({self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id})
@@ -53,6 +61,9 @@ class StepContext:
     step: int  # optimizer steps done before this micro-batch
     progress: float  # fraction of training done, u in [0, 1]
     generator: torch.Generator  # seeded by (seed, step, micro-batch, rank): resumable without saved state
+    # The keys of the micro-batch's samples for data.corruption_rng=sample: their positions in the training
+    # stream (0-based over all steps and ranks), or below zero the held-out samples' (metrics/validation.py).
+    positions: list[int] | None = None
 
 
 class Method:
@@ -61,6 +72,9 @@ class Method:
     # True for schedules that adapt to every step's metrics (end_step gets them: one small all-reduce
     # per step); otherwise metrics are reduced only when logged, and end_step gets {}.
     reads_step_metrics: ClassVar[bool] = False
+    # True where every random draw of a step is made in prepare_batch (through `draws`), so that
+    # data.corruption_rng=sample makes them per sample; methods drawing inside the engine are not.
+    sample_indexed: ClassVar[bool] = False
 
     def __init__(self, config: RunConfig, tokens: TokenInfo, device: torch.device):
         self.config = config
@@ -69,6 +83,10 @@ class Method:
         if config.model.corrective_lm and not self.supports_corrective_lm:
             raise UserError(f"model.corrective_lm is on, but method {self.name} has no discriminator to carry the corrective-LM head",
                             "use it with method fast, electra or electra-15, or set model.corrective_lm=false")
+        if config.data.corruption_rng == "sample" and not self.sample_indexed:
+            indexed = ", ".join(sorted(name for name, cls in METHODS.items() if cls.sample_indexed))
+            raise UserError(f"data.corruption_rng=sample is not supported by method {self.name}, whose draws are not all made per sample",
+                            f"use data.corruption_rng=step, or one of {indexed}")
 
     def main_config(self) -> ElectraConfig:
         """The Hugging Face config of the main model (the preset's sizes, this vocabulary)."""
@@ -128,14 +146,22 @@ class Method:
         return 0.0
 
     # --- shared helpers ---------------------------------------------------------------------
+    def draws(self, batch: dict[str, torch.Tensor], ctx: StepContext) -> StepDraws | SampleDraws:
+        """The micro-batch's random draws: per sample under data.corruption_rng=sample (where the context
+        carries the samples' keys), else from ctx.generator."""
+        if self.config.data.corruption_rng == "sample" and ctx.positions is not None:
+            return SampleDraws(self.config.train.seed, ctx.positions, batch["input_ids"].shape[1], batch["input_ids"].device)
+        return StepDraws(ctx.generator)
+
     def select_and_corrupt(self, batch: dict[str, torch.Tensor], ctx: StepContext, mask_token_prob: float,
-                           random_token_prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+                           random_token_prob: float, draws: StepDraws | SampleDraws | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         masking = self.config.masking
+        draws = self.draws(batch, ctx) if draws is None else draws
         input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
         maskable = maskable_positions(input_ids, attention_mask, self.tokens.special_ids)
-        selected = select_positions(maskable, masking.mask_prob, ctx.generator)
+        selected = select_positions(maskable, masking.mask_prob, draws)
         corrupted = corrupt_inputs(input_ids, selected, self.tokens.mask_id, mask_token_prob, random_token_prob,
-                                   self.tokens.vocab_size, ctx.generator, self.tokens.special_ids)
+                                   self.tokens.vocab_size, draws, self.tokens.special_ids)
         return selected, corrupted
 
 

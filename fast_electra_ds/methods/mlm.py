@@ -24,6 +24,7 @@ BERT_RANDOM_TOKEN_PROB = 0.1
 @register
 class MaskedLM(Method):
     name = "mlm"
+    sample_indexed = True  # all its draws are the masking's
 
     def sizes(self) -> dict[str, int]:
         return self.config.model.sizes()

@@ -18,11 +18,12 @@ import torch
 BLOCK = 256  # entries per CDF block: ~sqrt(V) for V = 30k-128k keeps both cumsums short
 
 
-def sample_and_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator,
-                      disallowed_ids: list[int] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_and_argmax(logits: torch.Tensor, temperature: float, generator: torch.Generator | None,
+                      disallowed_ids: list[int] = (), uniform: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(x̂ ~ Softmax(logits / T) over the allowed tokens, argmax of `logits` over the whole vocabulary),
     one of each per row of `logits` [M, V], in float32. The argmax comes from the max pass the sampler
-    makes anyway (it includes the disallowed tokens, as `logits.argmax(-1)` does)."""
+    makes anyway (it includes the disallowed tokens, as `logits.argmax(-1)` does). `uniform`: the rows'
+    float64 uniforms drawn beforehand (per-sample draws), instead of `rows` draws from `generator`."""
     if not temperature > 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     rows, vocab = logits.shape
@@ -50,7 +51,8 @@ def sample_and_argmax(logits: torch.Tensor, temperature: float, generator: torch
     block_mass = by_block.sum(dim=-1).double()  # [M, blocks]
     cdf = block_mass.cumsum(dim=-1)
     total = cdf[:, -1]
-    uniform = torch.rand(rows, dtype=torch.float64, generator=generator, device=device)
+    if uniform is None:
+        uniform = torch.rand(rows, dtype=torch.float64, generator=generator, device=device)
     # target in [0, total): the first block whose cdf exceeds it has positive mass
     target = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
     # A row with non-finite logits (a diverged model) has no CDF: its indices are clamped here and its

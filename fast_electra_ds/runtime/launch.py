@@ -1,7 +1,7 @@
 """The launch line of a training run, written once for the tests, benchmarks and scripts: the
 deepspeed launcher on N ranks with a free rendezvous port (`deepspeed --num_gpus N --master_port P
-train.py ARGS`), or one process without a launcher (`python train.py ARGS`), and the environment its
-processes get."""
+train.py ARGS`), or one process without a launcher (`python train.py ARGS`), the same for a module entry
+point (`--module`: the replacements pass), and the environment its processes get."""
 from __future__ import annotations
 
 import os
@@ -17,6 +17,13 @@ TRAIN_MODULE = "fast_electra_ds.train"  # the same entry point where the package
 def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[str]:
     """`deepspeed --num_gpus <ranks> --master_port <a free port> <script> <args>`."""
     return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(script), *args]
+
+
+def module_command(module: str, args: list[str], ranks: int) -> list[str]:
+    """`python -m <module> <args>` on one rank; `deepspeed --num_gpus <ranks> --master_port <free> --module <module> <args>` on more."""
+    if ranks == 1:
+        return [sys.executable, "-m", module, *args]
+    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", module, *args]
 
 
 def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> list[str]:

@@ -18,6 +18,7 @@ from .. import checkpointing as ckpt
 from .compile import compile_blocks
 from ..config.run_config import RunConfig, save_config
 from ..config.validate import validate_config
+from ..data.dataset import micro_batch_positions
 from ..data.phases import PhasedData
 from ..data.prefetch import Prefetcher
 from ..data.tokenizer import load_tokenizer
@@ -122,10 +123,7 @@ class Trainer:
         # One packing of the corpus per length of data.seq_len_schedule; the final one names the vocabulary.
         self.data = PhasedData(config.data.path, config.seq_len_phases(), config.data.val_sequences, tokenizer=self.tokenizer)
         self.dataset = self.data.final
-        ids = self.dataset.special_ids
-        self.tokens = TokenInfo(vocab_size=self.dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"],
-                                sep_id=ids["sep"], mask_id=ids["mask"], fingerprint=self.dataset.fingerprint,
-                                unigram_entropy=self.dataset.unigram_entropy())
+        self.tokens = TokenInfo.of(self.dataset)
         self.ds_config = place_monitor_outputs(resolve_ds_config(ds_config, self.world_size, config, self.device.type == "cuda"), self.run_dir)
 
         checkpoint, self.changes = None, []
@@ -303,6 +301,7 @@ class Trainer:
             for micro in range(self.accumulation):
                 batch = next(self.batches)  # on the device, read ahead in a background thread
                 ctx.generator = step_generator(cfg.seed, self.state.step, micro, self.rank, self.device)
+                ctx.positions = micro_batch_positions(self.state.consumed_samples, micro, self.micro_batch, self.rank, self.world_size)
                 inputs, outside_metrics = self.method.prepare_batch(batch, ctx)
                 loss, metrics = self.engine(**inputs)
                 guard.see_loss(loss)
@@ -375,7 +374,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         cfg = self.config.train
         progress = self.state.step / cfg.steps
-        return self.validator().evaluate(self.engine, self.method, lambda generator: StepContext(self.state.step, progress, generator),
+        return self.validator().evaluate(self.engine, self.method, lambda generator, keys: StepContext(self.state.step, progress, generator, keys),
                                        self.metrics.detector, self.metrics.unigram_entropy)
 
     def peak_memory(self) -> int:

@@ -5,15 +5,13 @@ import math
 
 import pytest
 import torch
-from transformers import ElectraConfig, ElectraForMaskedLM
 
 from fast_electra_ds.config.run_config import CurriculumConfig
 from fast_electra_ds.errors import UserError
-from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import StepContext
 from fast_electra_ds.methods.curriculum import T_MAX, Curriculum, temperature
-from fast_electra_ds.models.aux import FrozenAux
 from fast_electra_ds.models.sampling import sample_and_argmax
-from tests.method_helpers import batch, config
+from tests.method_helpers import batch, config, fast_method
 
 SPECIAL = [0, 1, 2, 3, 4]
 VOCAB = 3000
@@ -103,20 +101,6 @@ def test_target_needs_the_unigram_entropy():
 
 
 # --- through the method -----------------------------------------------------------------------------
-
-def fast_method(*overrides, unigram_entropy=None, favoured=None):
-    tokens = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test",
-                       unigram_entropy=unigram_entropy)
-    method = METHODS["fast"](config("method=fast", *overrides), tokens, torch.device("cpu"))
-    torch.manual_seed(3)
-    aux = ElectraForMaskedLM(ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=1,
-                                           num_attention_heads=1, intermediate_size=64, max_position_embeddings=64))
-    if favoured is not None:  # an aux that knows which tokens the data uses: better than a wider unigram distribution
-        with torch.no_grad():
-            aux.generator_lm_head.bias[favoured] += 6.0
-    method.aux = FrozenAux(aux.eval().requires_grad_(False))
-    return method
-
 
 def test_exp_replacements_are_the_ones_propose_draws_at_the_formulas_temperature():
     method = fast_method("curriculum.t0=3", "curriculum.tau=0.2")

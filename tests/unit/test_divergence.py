@@ -72,10 +72,13 @@ def test_values_no_run_can_use_are_one_line(override, fragment):
         load_config([], [override])
 
 
-def test_rollback_is_refused_with_a_multi_length_schedule():
-    """Its data position after a rollback is not what a later resume across the switch would rebuild."""
+def test_rollback_is_refused_where_its_data_position_cannot_hold():
+    """After a rollback the run reads past its planned samples: a later switch of length would rebuild
+    another position, and a replacements pass has no samples there."""
     with pytest.raises(UserError, match="on_divergence=rollback does not work with a multi-length"):
         load_config([], ["data.seq_len=64", "data.seq_len_schedule=32:0.5", "train.on_divergence=rollback"])
+    with pytest.raises(UserError, match="does not work with aux.replacements"):
+        load_config([], ["method=fast", "aux.replacements=/somewhere", "train.on_divergence=rollback"])
     assert load_config([], ["train.on_divergence=rollback"]).train.on_divergence == "rollback"
 
 

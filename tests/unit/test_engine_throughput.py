@@ -1,5 +1,5 @@
 """benchmarks/engine_throughput.py's main-only floor: its inputs (already corrupted, no aux) and the
-ratios it reports beside fast/original."""
+ratios it reports beside fast/original, fast-offline's among them."""
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -9,7 +9,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from benchmarks.engine_throughput import MAIN_ONLY, add_ratios, main_only_inputs  # noqa: E402
+from benchmarks.engine_throughput import MAIN_ONLY, OFFLINE, add_ratios, main_only_inputs  # noqa: E402
 from fast_electra_ds.config.run_config import RunConfig  # noqa: E402
 
 
@@ -40,3 +40,12 @@ def test_main_only_over_original_is_paired_per_step_beside_its_flops_prediction(
     assert floor["predicted"] == pytest.approx(0.6)
     assert result["fast_over_original"]["measured"] == pytest.approx(0.8)
     assert "fast_over_electra" not in result  # electra not timed
+
+
+def test_fast_offline_is_reported_against_original_and_online_fast():
+    def timed(times, gflops):
+        return {"step_times": times, "gflops_per_sequence": gflops}
+    result = {"methods": {"fast": timed([1.0, 2.0], 8.0), "original": timed([2.0, 2.0], 10.0), OFFLINE: timed([0.5, 1.5], 6.0)}}
+    add_ratios(result)
+    assert result["fast_offline_over_fast"]["measured"] == pytest.approx(0.625)  # median of 0.5 and 0.75
+    assert result["fast_offline_over_original"]["predicted"] == pytest.approx(0.6)
