@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import PeerRankFailure, run_guarded
+from .errors import PeerRankFailure, UserError, run_guarded
 from .runtime.watchdog import Watchdog, WatchdogThread, store_client, wait_for_export
 
 STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
@@ -94,9 +94,15 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGUSR1, _note_early_stop)
     quiet_known_warnings()
 
-    config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
-    validate_config(config, METHODS)
-    ds_config = load_ds_config(args.ds_config)
+    try:
+        config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
+        validate_config(config, METHODS)
+        ds_config = load_ds_config(args.ds_config)
+    except UserError as err:
+        if int(os.environ.get("RANK", 0)) > 0:  # every rank reads the same arguments: rank 0 alone says what is wrong
+            time.sleep(2)  # and says it before the launcher sees this rank's exit and kills the others
+            return err.exit_code
+        raise
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
 
