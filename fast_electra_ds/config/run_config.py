@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_origin, get_type_hints
@@ -20,6 +19,7 @@ import yaml
 from ..errors import UserError
 from .seq_len import Phase, seq_len_phases
 from .shipped import find_config_file, shipped_names
+from .values import check_values
 
 # Encoder sizes from the ELECTRA paper (Clark et al. 2020, Table 6 / slides' size table); "tiny" is ours,
 # for tests. embedding_size < hidden_size is ELECTRA-Small's factorised embedding.
@@ -110,7 +110,6 @@ class MaskingConfig:
 
 
 CURRICULUM_KINDS = ("exp", "target")
-CORRUPTION_RNG = ("step", "sample")
 
 
 @dataclass
@@ -366,40 +365,8 @@ def load_config(paths: list[str] | None = None, overrides: list[str] | None = No
         for key in reversed(keys):
             nested = {key: nested}
         _apply(config, nested, "")
-    validate(config)
+    check_values(config)
     return config
-
-
-def validate(config: RunConfig) -> None:
-    """Values no run can work with, as one line before any process group starts."""
-    train, lr = config.train, config.optim.lr
-    if train.steps <= 0:
-        raise UserError(f"train.steps is {train.steps}; a run needs at least one step", "pass train.steps=<a positive number>")
-    if train.log_every <= 0:
-        raise UserError(f"train.log_every is {train.log_every}; it must be at least 1", "e.g. train.log_every=10")
-    for key in ("save_every", "save_every_minutes", "eval_every", "stop_after", "keep_last", "stall_minutes", "max_rollbacks"):
-        if not getattr(train, key) >= 0:  # NaN too
-            raise UserError(f"train.{key} is {getattr(train, key)}; it must not be negative", f"pass train.{key}=0 or a positive number")
-    config.curriculum.check()
-    config.seq_len_phases()
-    if config.data.corruption_rng not in CORRUPTION_RNG:
-        raise UserError(f"unknown data.corruption_rng {config.data.corruption_rng!r}", f"use one of {', '.join(CORRUPTION_RNG)}")
-    if lr is not None and not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"optim.lr is {lr}; it must be a positive finite number", "e.g. optim.lr=5e-4")
-    if not train.collective_timeout_minutes > 0:
-        raise UserError(f"train.collective_timeout_minutes is {train.collective_timeout_minutes}; it must be positive",
-                        "e.g. train.collective_timeout_minutes=30")
-    if not 0 < train.max_skipped_share <= 1 or train.skipped_window < 1:
-        raise UserError(f"train.max_skipped_share {train.max_skipped_share} / train.skipped_window {train.skipped_window} are out of range",
-                        "give a share in (0, 1] (1: never stop on skipped steps) and a window of at least 1 step")
-    if train.on_divergence not in ("stop", "rollback"):
-        raise UserError(f"train.on_divergence is {train.on_divergence!r}", "use stop (exit 4) or rollback (reload the newest checkpoint and skip the samples since)")
-    if train.on_divergence == "rollback" and len(config.seq_len_phases()) > 1:
-        raise UserError("train.on_divergence=rollback does not work with a multi-length data.seq_len_schedule yet",
-                        "use train.on_divergence=stop, or train the phases as separate runs")
-    if train.on_divergence == "rollback" and config.aux.replacements:
-        raise UserError("train.on_divergence=rollback does not work with aux.replacements (a rollback reads past the samples the pass made)",
-                        "use train.on_divergence=stop with precomputed replacements")
 
 
 def save_config(config: RunConfig, path: Path) -> None:
