@@ -14,16 +14,21 @@ TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"  # the source ch
 TRAIN_MODULE = "fast_electra_ds.train"  # the same entry point where the package is installed from a wheel
 
 
+def launcher_line(ranks: int) -> list[str]:
+    """`deepspeed --num_gpus <ranks> --master_port <a free port>`."""
+    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port())]
+
+
 def deepspeed_command(script: str | Path, args: list[str], ranks: int) -> list[str]:
     """`deepspeed --num_gpus <ranks> --master_port <a free port> <script> <args>`."""
-    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), str(script), *args]
+    return [*launcher_line(ranks), str(script), *args]
 
 
 def module_command(module: str, args: list[str], ranks: int) -> list[str]:
     """`python -m <module> <args>` on one rank; `deepspeed --num_gpus <ranks> --master_port <free> --module <module> <args>` on more."""
     if ranks == 1:
         return [sys.executable, "-m", module, *args]
-    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", module, *args]
+    return [*launcher_line(ranks), "--module", module, *args]
 
 
 def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> list[str]:
@@ -35,7 +40,7 @@ def train_command(args: list[str], ranks: int = 2, launcher: bool = False) -> li
         return [sys.executable, *([str(TRAIN_SCRIPT)] if checkout else ["-m", TRAIN_MODULE]), *args]
     if checkout:
         return deepspeed_command(TRAIN_SCRIPT, args, ranks)
-    return ["deepspeed", "--num_gpus", str(ranks), "--master_port", str(free_port()), "--module", TRAIN_MODULE, *args]
+    return [*launcher_line(ranks), "--module", TRAIN_MODULE, *args]
 
 
 def launch_env(cpu: bool = True, keep_set: bool = False, **extra: str) -> dict[str, str]:
