@@ -293,8 +293,8 @@ class RankBatches:
 
     def sample_indices(self) -> list[int]:
         """Dataset indices of this rank's next micro-batch (without consuming it)."""
-        first = self.consumed_samples + self.rank * self.micro_batch_size
-        return [self._sample_at(first + j) for j in range(self.micro_batch_size)]
+        positions = micro_batch_positions(self.consumed_samples, 0, self.micro_batch_size, self.rank, self.world_size)
+        return [self._sample_at(position) for position in positions]
 
     def __iter__(self):
         return self
