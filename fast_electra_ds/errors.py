@@ -14,6 +14,7 @@ class UserError(Exception):
     `error: <message>` on one line and exits with status 2."""
 
     exit_code = 2
+    known_to_every_rank = False  # an agreed error (a collective decision): no other rank needs telling
 
     def __init__(self, problem: str, fix: str = ""):
         message = problem if not fix else f"{problem}; {fix}"

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .errors import PeerRankFailure, UserError, run_guarded
+from .runtime.job_failure import QUIET_EXIT_DELAY_S, said_elsewhere, say_once
 from .runtime.watchdog import Watchdog, WatchdogThread, store_client, wait_for_export
 
 STOPPED_MARKER = "STOPPED_BY_SIGNAL"  # in train.out_dir: the run checkpointed on SIGUSR1/SIGTERM before its last step
@@ -120,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
               "(and aux.dtype=fp32 for method=fast)", flush=True)
     explain_op_builds()  # a first start compiles DeepSpeed's CPU collectives: said, and timed
     init_process_group(config.train.collective_timeout_minutes)  # a taken MASTER_PORT is one line naming a free one
+    store = store_client()  # the ranks' word outside collectives: the final export's end, a mistake one rank found
     watchdog = None
     try:
         unlink_shm_allreduce_buffer()
         hold_run_lock(config.train.out_dir)  # one job per train.out_dir
         trainer = Trainer(config, ds_config, resume=args.resume, allow_inexact_resume=args.allow_inexact_resume)
         rank = dist.get_rank()
-        store = store_client()
-        watchdog = start_watchdog(config, trainer, store)
+        watchdog = start_watchdog(config, trainer, store_client())  # a client of its own: the store serves one call at a time
         result = trainer.train(signals_before_start=_EARLY_STOP)
         if rank == 0:  # tells a batch script (launcher/slurm) to requeue rather than finish
             marker = trainer.run_dir / STOPPED_MARKER
@@ -158,20 +159,35 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             print("[fast-electra] done: " + json.dumps(result), flush=True)
         barrier()
+    except UserError as err:
+        if err.known_to_every_rank or say_once(store, dist.get_world_size(), err.exit_code, leave_process_group):
+            raise
+        time.sleep(QUIET_EXIT_DELAY_S)  # another rank found it first and says it
+        return err.exit_code
     except RuntimeError as err:
         failure = peer_failure(err, config.train.out_dir)
         if failure is None:
             raise
+        exit_code = said_elsewhere(store)
+        if exit_code is not None:  # the rank that left said why
+            time.sleep(QUIET_EXIT_DELAY_S)
+            return exit_code
         raise failure from None
     finally:
         if watchdog is not None:
             watchdog.stop()
-        if dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except RuntimeError:
-                pass  # the group is already broken by a lost peer
+        leave_process_group()
     return 0
+
+
+def leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except RuntimeError:
+            pass  # the group is already broken by a lost peer
 
 
 def start_watchdog(config, trainer, store) -> WatchdogThread | None:

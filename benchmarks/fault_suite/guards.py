@@ -1,4 +1,5 @@
-"""The faults the run's own guards must catch: divergence, a changed config on --resume, a hung rank,
+"""The faults the run's own guards must catch: divergence, a changed config on --resume, a shard
+changed on disk (one line for the job, whichever ranks read it), a hung rank,
 torn or garbage metrics lines, and the temporary directories of killed exports and prepares. Each
 hurts a copy of the half-way run (or a fresh run), checks what the guard said and kept, then resumes
 as a user would and checks that the run finishes (and, where the data is the same, exactly)."""
@@ -182,6 +183,12 @@ def run_guards(h: Harness, report: Report) -> None:
     shutil.copytree(h.prep / "data", data_copy, dirs_exist_ok=True)
     changed_but_allowed(h, report, "resume with data.path moved", f"data.path={data_copy}", "data.path", same_data=True)
     changed_but_allowed(h, report, "resume with the global batch changed", "optim.micro_batch=2", "global batch", same_data=False)
+    corrupted = h.work / "data-out-of-range-ids"
+    shutil.copytree(h.prep / "data", corrupted, dirs_exist_ok=True)
+    for binary in corrupted.glob("*.bin"):
+        binary.write_bytes(b"\xff" * binary.stat().st_size)  # the same size: ids 65535, found only when read
+    refused_then_resumed(h, report, "resume on a shard overwritten in place with out-of-range ids", f"data.path={corrupted}",
+                         expect="token id 65535", code=2)
     hang(h, report, stopped_rank=1)
     hang(h, report, stopped_rank=0)
     torn_metrics(h, report, "torn last line of metrics.jsonl", tear_last_line)

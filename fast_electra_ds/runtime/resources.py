@@ -33,6 +33,8 @@ def fail_on_every_rank(problem: str, fix: str) -> None:
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
-        raise UserError(problem, fix)
+        error = UserError(problem, fix)
+        error.known_to_every_rank = True
+        raise error
     time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
     raise SystemExit(UserError.exit_code)

@@ -226,6 +226,9 @@ class DeadlineStore:
     def check(self, keys: list[str]) -> bool:
         return self._call(lambda: self.store.check(keys))
 
+    def add(self, key: str, amount: int) -> int:
+        return self._call(lambda: self.store.add(key, amount))
+
 
 def store_client(timeout_s: float = STORE_TIMEOUT_S) -> Store | None:
     """A client of its own to the job's rendezvous store (MASTER_ADDR:MASTER_PORT), None on one process."""

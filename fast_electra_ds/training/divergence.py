@@ -76,5 +76,7 @@ def stop_diverged(rank: int, step: int, reason: str, last_good: str | None) -> N
         time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
         raise SystemExit(Divergence.exit_code)
     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved before it"
-    raise Divergence(f"training diverged at step {step}: {reason}; nothing from it was saved, {where}",
-                     "lower optim.lr (or check the data), then continue from that checkpoint with --resume")
+    error = Divergence(f"training diverged at step {step}: {reason}; nothing from it was saved, {where}",
+                       "lower optim.lr (or check the data), then continue from that checkpoint with --resume")
+    error.known_to_every_rank = True
+    raise error

@@ -5,7 +5,7 @@ import shutil
 import pytest
 from transformers import ElectraForMaskedLM, ElectraForPreTraining
 
-from tests.helpers import ROOT, assert_user_error, run_cli, run_train_single, tiny_electra_config, train_args
+from tests.helpers import ROOT, assert_user_error, launch, run_cli, run_train_single, tiny_electra_config, train_args
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,25 @@ def test_shard_overwritten_in_place_with_out_of_range_ids(prepared, tmp_path):
     binary = next(data.glob("*.bin"))
     binary.write_bytes(b"\xff" * binary.stat().st_size)  # the same size (the open-time checks pass), ids 65535
     result = run_train_single(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm"))
+    assert_user_error(result, f"shard {binary.stem}", "token id 65535", "prepare")
+
+
+@pytest.mark.parametrize("corrupted", ["every sample", "one rank's sample"])
+def test_out_of_range_ids_on_two_ranks_are_one_line_for_the_job(prepared, tmp_path, corrupted):
+    """Found while reading, by one rank or by both at once: the job says it once (the rank that saw it
+    first), and the other rank leaves quietly with the same status instead of adding "another rank of
+    this job stopped"."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared["data"], data)
+    binary = next(data.glob("*.bin"))
+    size = binary.stat().st_size
+    if corrupted == "every sample":
+        binary.write_bytes(b"\xff" * size)
+    else:  # the second half only: whichever rank reads there first finds it
+        binary.write_bytes(binary.read_bytes()[: size // 2] + b"\xff" * (size - size // 2))
+    result = launch(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm", "train.steps=20", "train.export=false"),
+                    check=False)
+    assert "another rank of this job stopped" not in result.stdout + result.stderr
     assert_user_error(result, f"shard {binary.stem}", "token id 65535", "prepare")
 
 
