@@ -27,7 +27,8 @@ data/wiki.py strips the markup) plus the embedded pydoc corpus; `--corpus` repla
 with any files `fast-electra prepare` reads (a MediaWiki XML dump is recognised by its content).
 
 Stages are resumable: each writes its outputs under --work and is skipped when they exist (`--fresh`
-starts over). Results: benchmarks/results/effectiveness.{md,json,csv,png} via publish().
+starts over). Results: effectiveness.{md,json,csv,png} under --work/results, or --out-dir (the study
+publishes to benchmarks/results/study/, the one place that claims it).
 This file is the command line and the order of the stages; the stages, the budget, the analysis and
 the rendering are benchmarks/study/'s modules.
 """
@@ -42,7 +43,6 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS
 from benchmarks.study.analysis import build_rows, robustness_verdict, summary_schema, unigram_entropy
 from benchmarks.study.budget import budget_from_steps, flops_per_sequence, steps_for_budget
 from benchmarks.study.finetuning import finetune_all
@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--finetune-set", nargs="+", default=None, metavar="KEY=VALUE", help="fine-tuning overrides (lr, epochs, batch_size, ...)")
     parser.add_argument("--finetune-train-limit", type=int, help="fine-tune on a fixed random N training rows only")
     parser.add_argument("--work", default=None, help="stage outputs (default runs/effectiveness, --quick: runs/effectiveness-quick)")
-    parser.add_argument("--out-dir", default=None, help=f"where the tables go (default {RESULTS})")
+    parser.add_argument("--out-dir", default=None, help="where the tables go (default: --work/results)")
     parser.add_argument("--fresh", action="store_true", help="delete --work first and redo every stage")
     parser.add_argument("--report-only", action="store_true", help="only build the table from the stages finished so far")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS), help="fine-tuning tasks (default: both)")
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     if settings.report_only and done(settings.work, "prepare") is None:
         raise UserError(f"no finished stages in {settings.work}", "run without --report-only first (or pass its --work)")
     settings.work.mkdir(parents=True, exist_ok=True)
-    out_dir = Path(args.out_dir) if args.out_dir else (settings.work / "results" if args.quick else RESULTS)
+    out_dir = Path(args.out_dir) if args.out_dir else settings.work / "results"
 
     corpus, prepared = prepare_data(settings)
 
