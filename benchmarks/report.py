@@ -17,7 +17,8 @@ the poster's generator, electra = this project's), engine "deepspeed"; and what 
 main_only_over_original_step_time {small, base} (the main model's step alone in the same engine run:
 the measured floor of fast/original) beside step_time_flops_predicted, fast_over_original_memory_zero3
 {zero3-8ranks, zero3-16ranks: {paper-base, paper-large}} and memory_bound_zero_cost_aux (main/Original,
-the ratio if the aux cost nothing) per set-up. --engine-results reuses a stored engine_throughput.json
+the ratio if the aux cost nothing) per set-up; fast_offline_over_original_step_time and _memory for fast
+reading replacements made ahead of time (aux.replacements). --engine-results reuses a stored engine_throughput.json
 (e.g. a longer `python benchmarks/engine_throughput.py` run) instead of timing the engine again."""
 from __future__ import annotations
 
@@ -133,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
                "fast_over_original_memory_zero3": {setup: {n: by_setup[n][setup]["fast_over_original"] for n in by_setup}
                                                    for setup in setups if setup.startswith("zero3")},
                "memory_bound_zero_cost_aux": {setup: {n: by_setup[n][setup]["bound_zero_cost_aux"] for n in by_setup} for setup in setups},
+               # replacements made ahead of time (aux.replacements): the engine's step, and the memory at each setting's own set-up
+               "fast_offline_over_original_step_time": {r["shape"]: r["fast_offline_over_original"]["measured"]
+                                                        for r in engine if "fast_offline_over_original" in r},
+               "fast_offline_over_original_memory": {n: by_setup[n][own]["fast_offline_over_original"] for n, r in mem["simulated"].items()
+                                                     if (own := memory_bench.setup_name(r["ours"]["zero_stage"], r["ours"]["world_size"]))
+                                                     in by_setup.get(n, {})},
                "step_time_setup": f"ZeRO-3 bf16 (ds_configs/zero3.json), {engine[0]['ranks']} ranks, median of interleaved steps ({engine_source})",
                "memory_setup": "simulated (benchmarks/memory.py) at the settings' micro-batch, precision, ZeRO stage and world size; "
                                "*_zero3 and memory_bound_zero_cost_aux: ZeRO stage and world size as the set-up's name says "
