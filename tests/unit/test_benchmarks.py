@@ -168,6 +168,10 @@ def test_report_script_tiny(tmp_path):
     assert set(targets["memory_bound_zero_cost_aux"]) == {"zero0-1ranks", "zero3-8ranks", "zero3-16ranks"}
     for setup, ratios in targets["fast_over_original_memory_zero3"].items():
         assert targets["memory_bound_zero_cost_aux"][setup]["tiny"] < ratios["tiny"] < 1
+    # replacements made ahead of time: timed in the same engine run, and at the free-aux bound in memory
+    assert set(targets["fast_offline_over_original_step_time"]) == {"tiny"}
+    offline_memory = targets["fast_offline_over_original_memory"]["tiny"]
+    assert targets["memory_bound_zero_cost_aux"]["zero0-1ranks"]["tiny"] <= offline_memory < targets["fast_over_original_memory"]["tiny"]
     # a stored engine run is reported as it is, not timed again
     stored = tmp_path / "stored_engine.json"
     stored.write_text((tmp_path / "engine_throughput.json").read_text())
