@@ -3,12 +3,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from fast_electra_ds.accounting.paper import SETTINGS, PaperSetting, get_setting
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)  # the special ids of the benchmarks' random-id batches
+
+
+def random_id_tokens(vocab_size: int, fingerprint: str):
+    """The token ids of a benchmark batch of uniformly random non-special ids. Their unigram entropy is
+    log(the non-special ids), where the default curriculum (`target`) starts, as on a corpus."""
+    from fast_electra_ds.methods import TokenInfo
+
+    return TokenInfo(vocab_size=vocab_size, fingerprint=fingerprint, unigram_entropy=math.log(vocab_size - len(SPECIALS)), **SPECIALS)
 
 
 def add_setting_args(parser: argparse.ArgumentParser, default: Iterable[str] = ("paper-base", "paper-large")) -> None:

@@ -29,9 +29,10 @@ if __package__ in (None, ""):
 
 import torch
 
-from benchmarks.throughput import SPECIALS, make_runner
+from benchmarks.common import SPECIALS, random_id_tokens
+from benchmarks.throughput import make_runner
 from fast_electra_ds.config.run_config import RunConfig
-from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext
 
 
 def runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path):
@@ -41,7 +42,7 @@ def runner(name: str, preset: str, seq_len: int, vocab_size: int, aux_dir: Path)
     config.model.preset = preset
     config.model.max_position_embeddings = max(seq_len, 512)
     config.data.seq_len = seq_len
-    tokens = TokenInfo(vocab_size=vocab_size, fingerprint="speed", **SPECIALS)
+    tokens = random_id_tokens(vocab_size, "speed")
     return make_runner(name, config, tokens, torch.device("cpu"), aux_dir)
 
 

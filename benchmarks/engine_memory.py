@@ -27,10 +27,10 @@ from typing import Any
 
 import torch
 
+from benchmarks.common import SPECIALS, random_id_tokens
 from fast_electra_ds.runtime.process_group import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
 def ds_config_for(setting, base: str | Path = ROOT / "ds_configs" / "zero3.json") -> dict[str, Any]:
@@ -107,7 +107,7 @@ def measure_engine_step(setting, kind: str) -> int:
     from torch.profiler import ProfilerActivity, profile, record_function
     from transformers import ElectraForMaskedLM
 
-    from fast_electra_ds.methods import METHODS, TokenInfo
+    from fast_electra_ds.methods import METHODS
     from fast_electra_ds.config.ds_config import resolve_ds_config
 
     if setting.world_size != 1:
@@ -116,7 +116,7 @@ def measure_engine_step(setting, kind: str) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     method_name = {"main": "fast", "original": "electra", "fast": "fast"}[kind]
     config = run_config_for(setting, method_name)
-    tokens = TokenInfo(vocab_size=setting.vocab_size, fingerprint="memory-benchmark", **SPECIALS)
+    tokens = random_id_tokens(setting.vocab_size, "memory-benchmark")
     gc.collect()
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)

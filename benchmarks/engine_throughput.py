@@ -37,9 +37,10 @@ if __package__ in (None, ""):
 
 import torch
 
+from benchmarks.common import random_id_tokens  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 SHAPES = {"small": dict(preset="small", seq_len=128, micro_batch=8, vocab_size=30522),
           "base": dict(preset="base", seq_len=256, micro_batch=1, vocab_size=30522),
           "tiny": dict(preset="tiny", seq_len=64, micro_batch=2, vocab_size=1000)}
@@ -153,7 +154,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
 
     from fast_electra_ds.config.ds_config import resolve_ds_config
     from fast_electra_ds.models.encoder import electra_config, scaled_sizes
-    from fast_electra_ds.methods import METHODS as REGISTRY, StepContext, TokenInfo
+    from fast_electra_ds.methods import METHODS as REGISTRY, StepContext
 
     on_cuda = torch.cuda.is_available()
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))  # ranks share the CPU cores
@@ -162,7 +163,7 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         torch.cuda.set_device(device)
     deepspeed.init_distributed(dist_backend="nccl" if on_cuda else "gloo")
     shape = SHAPES[shape_name]
-    tokens = TokenInfo(vocab_size=shape["vocab_size"], fingerprint="engine-throughput", **SPECIALS)
+    tokens = random_id_tokens(shape["vocab_size"], "engine-throughput")
     total_steps = warmup + steps + 1
     offline_pass = None
 

@@ -22,7 +22,7 @@ WIKI=$(python -c "from fast_electra_ds.data.wiki import wiki_test_dump; print(wi
 ARGS=(--work runs/study --preset demo --vocab-size 8000 --micro-batch 32 --ranks 2
   --lr 1e-3 --main-steps 3000 --aux-steps 1500 --methods mlm electra fast --seeds 1 2 3 --robustness --jobs 2
   --corpus "$WIKI" runs/study/corpora/python-docs.txt runs/study/corpora/linux-docs.txt runs/study/corpora/postgresql-docs.txt
-  --set curriculum.t0=2 curriculum.tau=0.1 --out-dir runs/study/results)
+  --set curriculum.kind=exp curriculum.t0=2 curriculum.tau=0.1 --out-dir runs/study/results)
 if [ "${1:-}" = fidelity ]; then
   shift
   # The corpus and the shards first: with --methods mlm (all its stages finished) effectiveness.py builds only them.

@@ -36,12 +36,11 @@ if __package__ in (None, ""):
 import torch
 from tqdm import tqdm
 
-from benchmarks.common import RESULTS, markdown_table, publish
+from benchmarks.common import RESULTS, markdown_table, publish, random_id_tokens
 from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.metrics.tracker import TrainingMetrics
 
-SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
 
 
 def matmul_peak_tflops(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5, budget_s: float = 0.5) -> float:
@@ -125,7 +124,7 @@ def run(methods: list[str] | None = None, preset: str = "small", seq_len: int = 
     wanted = [m for m in wanted if m in METHODS]
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
     torch.manual_seed(0)
-    tokens = TokenInfo(vocab_size=vocab_size, fingerprint="benchmark", **SPECIALS)
+    tokens = random_id_tokens(vocab_size, "benchmark")
     runners = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in wanted:

@@ -37,6 +37,7 @@ MEANINGS = {
     "train.seed": "the sample order and the corruption's randomness change from this step",
     "data.corruption_rng": "masks and replacements are drawn from this step per sample (sample) or per rank and micro-batch (step); the sample order stays",
     "aux.replacements": "replacements come from this step from the named pass (or from the aux model when empty); with data.corruption_rng=sample the same ones",
+    "curriculum.kind": "the sampling temperature follows the other schedule from this step (method=fast's default became target after 0.1.0: pass curriculum.kind=exp to keep an older run's)",
     "train.steps": "the schedules that follow the fraction of training done (learning rate, curriculum) follow the new length from this step",
 }
 

@@ -52,8 +52,10 @@ def test_fast_loss_decreases_and_logs_every_field(fast_run):
         assert key in records[0], key
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
     assert last < first - 0.05
+    # the default curriculum (target): T never below 1, chosen per step to meet a target CE that it logs
     temperatures = [r["temperature"] for r in records]
-    assert temperatures[0] == pytest.approx(2.0) and all(a > b for a, b in zip(temperatures, temperatures[1:]))
+    assert all(t >= 1.0 for t in temperatures) and temperatures[-1] <= temperatures[0]
+    assert all("aux_target_ce" in r and "aux_ce" in r for r in records)
     assert 0 < records[0]["replaced_frac"] <= 0.16  # at most the 15% selected, minus samples equal to the original
 
 

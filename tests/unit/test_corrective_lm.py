@@ -11,9 +11,9 @@ from fast_electra_ds.config.run_config import RunConfig
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.models.corrective_lm import CorrectiveLMHead, masked_lm_view
 from fast_electra_ds.models.encoder import electra_config, scaled_sizes
-from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
+from fast_electra_ds.methods import METHODS, StepContext
+from tests.method_helpers import TOKENS
 
-TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test")
 
 
 def method(name: str, tmp_path=None, corrective_lm: bool = True, **model):

@@ -21,8 +21,9 @@ def test_the_default_is_the_step_stream():
 
 def test_step_mode_draws_what_the_generator_drew_before():
     """The masks and replacements of the default equal those of the calls the method made before
-    the switch existed: one generator, selection noise, corruption draw, then the sampler's uniforms."""
-    method = fast_method()
+    the switch existed: one generator, selection noise, corruption draw, then the sampler's uniforms
+    (at the exp curriculum's temperature, which follows from the progress alone)."""
+    method = fast_method("curriculum.kind=exp")
     data = batch(rows=16)
     inputs, _ = method.prepare_batch(data, StepContext(2, 0.3, torch.Generator().manual_seed(9), positions=list(range(16))))
     g = torch.Generator().manual_seed(9)
@@ -54,7 +55,7 @@ def test_a_sample_draws_the_same_whatever_its_batch():
 def test_sample_mode_corrupts_a_sample_the_same_in_any_micro_batch_layout(kind):
     """One micro-batch of 8 samples (one rank) and two of 4 (two ranks, or accumulation 2) give each
     sample the same masks and replacements; the step mode does not."""
-    extra = ["curriculum.kind=target"] if kind == "target" else []
+    extra = [f"curriculum.kind={kind}"]
     method = fast_method("data.corruption_rng=sample", *extra, unigram_entropy=4.0)
     data = batch(rows=8)
     whole, _ = method.prepare_batch(data, StepContext(1, 0.25, torch.Generator().manual_seed(1), positions=list(range(8, 16))))

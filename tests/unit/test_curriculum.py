@@ -103,7 +103,7 @@ def test_target_needs_the_unigram_entropy():
 # --- through the method -----------------------------------------------------------------------------
 
 def test_exp_replacements_are_the_ones_propose_draws_at_the_formulas_temperature():
-    method = fast_method("curriculum.t0=3", "curriculum.tau=0.2")
+    method = fast_method("curriculum.kind=exp", "curriculum.t0=3", "curriculum.tau=0.2")
     data = batch(rows=16)
     for step, progress in [(0, 0.0), (7, 0.35)]:
         inputs, metrics = method.prepare_batch(data, StepContext(step, progress, torch.Generator().manual_seed(11)))

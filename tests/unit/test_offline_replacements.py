@@ -36,7 +36,7 @@ def make_pass(directory, method, batches, shard_samples):
     return manifest
 
 
-def offline_method(directory, *overrides, unigram_entropy=None):
+def offline_method(directory, *overrides, unigram_entropy=TOKENS.unigram_entropy):
     tokens = TokenInfo(**{**TOKENS.__dict__, "unigram_entropy": unigram_entropy})
     method = METHODS["fast"](config("method=fast", *SAMPLE, f"aux.replacements={directory}", *overrides), tokens, torch.device("cpu"))
     method.setup()
@@ -45,7 +45,7 @@ def offline_method(directory, *overrides, unigram_entropy=None):
 
 @pytest.mark.parametrize("kind", ["exp", "target"])
 def test_the_offline_batches_are_the_online_ones(tmp_path, kind):
-    extra = ("curriculum.kind=target",) if kind == "target" else ()
+    extra = (f"curriculum.kind={kind}",)
     online = fast_method(*SAMPLE, *extra, unigram_entropy=4.0)
     batches = [batch(rows=4, seed=s) for s in range(4)]
     make_pass(tmp_path / "repl", online, batches, shard_samples=8)
@@ -90,7 +90,7 @@ def test_a_shard_costs_about_four_bytes_per_selected_token(tmp_path):
 
 def test_a_pass_for_another_run_is_one_line_naming_the_field(tmp_path):
     make_pass(tmp_path / "repl", fast_method(*SAMPLE), [batch(rows=4)], shard_samples=4)
-    for override, field in [("train.seed=7", "seed"), ("curriculum.t0=3", "curriculum.t0"), ("masking.mask_prob=0.2", "masking.mask_prob"),
+    for override, field in [("train.seed=7", "seed"), ("curriculum.span=0.3", "curriculum.span"), ("masking.mask_prob=0.2", "masking.mask_prob"),
                             ("train.steps=50", "steps")]:
         method = offline_method(tmp_path / "repl", override)
         with pytest.raises(UserError, match=rf"made for another run: {field} is"):
