@@ -147,7 +147,11 @@ def run(args: argparse.Namespace) -> int:
                 if result["finished"] and config.train.export:
                     from .export.exporter import export
 
-                    differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
+                    try:
+                        differences = export(result["checkpoint"], trainer.run_dir / "hf", overwrite=True)  # replaces only this project's earlier export
+                    except UserError as err:
+                        err.known_to_every_rank = True  # the others read "failed" under EXPORT_KEY and leave quietly
+                        raise
                     result["export"] = str(trainer.run_dir / "hf")
                     result["export_max_logit_difference"] = differences
                 outcome = "done"

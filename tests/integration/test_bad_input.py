@@ -50,7 +50,7 @@ def test_shard_overwritten_in_place_with_out_of_range_ids(prepared, tmp_path):
     assert_user_error(result, f"shard {binary.stem}", "token id 65535", "prepare")
 
 
-@pytest.mark.parametrize("corrupted", ["every sample", "one rank's sample"])
+@pytest.mark.parametrize("corrupted", ["every token", "the second half"])
 def test_out_of_range_ids_on_two_ranks_are_one_line_for_the_job(prepared, tmp_path, corrupted):
     """Found while reading, by one rank or by both at once: the job says it once (the rank that saw it
     first), and the other rank leaves quietly with the same status instead of adding "another rank of
@@ -59,9 +59,9 @@ def test_out_of_range_ids_on_two_ranks_are_one_line_for_the_job(prepared, tmp_pa
     shutil.copytree(prepared["data"], data)
     binary = next(data.glob("*.bin"))
     size = binary.stat().st_size
-    if corrupted == "every sample":
+    if corrupted == "every token":
         binary.write_bytes(b"\xff" * size)
-    else:  # the second half only: whichever rank reads there first finds it
+    else:  # the second half only: the ranks find it at different tokens, or one before the other
         binary.write_bytes(binary.read_bytes()[: size // 2] + b"\xff" * (size - size // 2))
     result = launch(train_args({**prepared, "data": data}, tmp_path / "run", "method=aux-mlm", "train.steps=20", "train.export=false"),
                     check=False)
