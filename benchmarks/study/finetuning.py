@@ -14,10 +14,15 @@ from .stages import done, finish, say, stream
 
 
 def glue_dir(settings: Settings) -> Path:
-    """Rotten Tomatoes critic snippets in SST-2 layout (fast_electra_ds.finetune.rotten_tomatoes)."""
+    return rotten_tomatoes_glue(settings.work)
+
+
+def rotten_tomatoes_glue(work: Path) -> Path:
+    """Rotten Tomatoes critic snippets in SST-2 layout (fast_electra_ds.finetune.rotten_tomatoes) as
+    work/glue/SST-2, written once (the split is deterministic); returns work/glue."""
     from fast_electra_ds.finetune.rotten_tomatoes import write_sst2
 
-    out = settings.work / "glue"
+    out = work / "glue"
     if not (out / "SST-2" / "dev.tsv").is_file():
         write_sst2(out)
     return out
@@ -34,31 +39,40 @@ def convention_task(settings: Settings) -> Path:
 
 
 def finetune(settings: Settings, name: str, model_dir: str, task: str, seed: int) -> dict | None:
-    """One fine-tuning run (one model, one task, one seed): `fast-electra finetune` in its own process, one
-    thread like each pre-training rank (measured: with 2 OpenMP threads on 2 busy cores a step took 5.3 s
-    instead of 0.7 s, the threads waiting on each other; OMP_NUM_THREADS from the environment wins)."""
+    """One fine-tuning run of the study (one model, one task, one seed) as a resumable stage."""
     stage = f"finetune-{name}-seed{seed}" if task == TASK else f"finetune-{task}-{name}-seed{seed}"
     if record := done(settings.work, stage):
         say(f"{stage}: done before (accuracy {record['accuracy']:.4f}), skipped")
         return record
     if settings.report_only:
         return None
-    out = settings.work / "finetune" / name / f"seed{seed}"
     task_args = ["--task", TASK, "--data", str(glue_dir(settings))] if task == TASK else ["--task", str(convention_task(settings))]
-    command = [sys.executable, "-m", "fast_electra_ds.cli", "finetune", "--model", model_dir, *task_args,
-               "--out", str(out), "--seeds", str(seed), "--recipe", settings.recipe, "--no-progress"]
-    if settings.finetune_overrides:
-        command += ["--set", *settings.finetune_overrides]
-    if settings.finetune_train_limit:  # the same fixed random subset for every model and seed
-        command += ["--max-train-examples", str(settings.finetune_train_limit)]
-    say(f"{stage} (log: {settings.work / 'logs' / (stage + '.log')})")
+    return finetune_run(settings.work, stage, settings.work / "finetune" / name / f"seed{seed}", model_dir, task, task_args, seed,
+                        recipe=settings.recipe, overrides=settings.finetune_overrides,
+                        train_limit=settings.finetune_train_limit, about={"model": name})
+
+
+def finetune_run(work: Path, stage: str, out: Path, model_dir: str, task: str, task_args: list[str], seed: int, *,
+                 recipe: str = "auto", overrides: list[str] | None = None, train_limit: int | None = None,
+                 about: dict | None = None) -> dict:
+    """Run `fast-electra finetune` for one seed in its own process and record it as `stage` under `work`
+    (`about` first in the record). One thread like each pre-training rank (measured: with 2 OpenMP
+    threads on 2 busy cores a step took 5.3 s instead of 0.7 s, the threads waiting on each other;
+    OMP_NUM_THREADS from the environment wins). `task` is the name its summary is filed under."""
+    command = [sys.executable, "-m", "fast_electra_ds.cli", "finetune", "--model", str(model_dir), *task_args,
+               "--out", str(out), "--seeds", str(seed), "--recipe", recipe, "--no-progress"]
+    if overrides:
+        command += ["--set", *overrides]
+    if train_limit:  # a fixed random subset, the same for every model and seed (finetune/runner.py SUBSET_SEED)
+        command += ["--max-train-examples", str(train_limit)]
+    say(f"{stage} (log: {work / 'logs' / (stage + '.log')})")
     started = time.time()
     shutil.rmtree(out / task, ignore_errors=True)
-    stream(command, settings.work / "logs" / f"{stage}.log", lambda line: line.startswith(f"{task} seed") and "accuracy" in line)
+    stream(command, work / "logs" / f"{stage}.log", lambda line: line.startswith(f"{task} seed") and "accuracy" in line)
     summary = json.loads((out / task / "summary.json").read_text())
-    return finish(settings.work, stage, {"model": name, "task": task, "seed": seed, "accuracy": summary["per_seed"][str(seed)]["accuracy"],
-                                         "majority_baseline": summary.get("majority_baseline"), "summary": summary,
-                                         "wall_time_s": time.time() - started})
+    return finish(work, stage, {**(about or {}), "task": task, "seed": seed, "accuracy": summary["per_seed"][str(seed)]["accuracy"],
+                                "majority_baseline": summary.get("majority_baseline"), "summary": summary,
+                                "wall_time_s": time.time() - started})
 
 
 def finetune_all(settings: Settings, pre: dict[str, dict]) -> dict[str, dict[str, list[dict]]]:

@@ -15,8 +15,11 @@ from fast_electra_ds.runtime.launch import launch_env
 from .settings import ROOT, Settings
 
 
+SPEAKER = "effectiveness"  # the program whose stages these are, in front of every line it says
+
+
 def say(text: str) -> None:
-    print(f"[effectiveness {time.strftime('%H:%M:%S')}] {text}", flush=True)
+    print(f"[{SPEAKER} {time.strftime('%H:%M:%S')}] {text}", flush=True)
 
 
 def record_path(work: Path, stage: str) -> Path:
