@@ -244,8 +244,11 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
         rest[name] = [(e.key, getattr(e, attr) / 1e6 / wall) for e in others[:5]]  # what holds the rest of the step
     if rank == 0:
         per = iter(flat.tolist())
+        from fast_electra_ds.runtime.device import cpu_bf16_is_emulated
+
         result = {"shape": shape_name, **shape, "ranks": world, "device": str(device), "threads": torch.get_num_threads(),
-                  "gemm_peak_tflops": peak, "steps": steps, "warmup": warmup, "methods": {}, "offline_pass": offline_pass}
+                  "gemm_peak_tflops": peak, "bf16_emulated": device.type == "cpu" and cpu_bf16_is_emulated(),
+                  "steps": steps, "warmup": warmup, "methods": {}, "offline_pass": offline_pass}
         for name in methods:
             step_times = [next(per) for _ in times[name]]
             method = runners[name][0]
@@ -299,6 +302,16 @@ def add_ratios(result: dict) -> None:
                 "predicted": m[numerator]["gflops_per_sequence"] / m[denominator]["gflops_per_sequence"]}
 
 
+def mfu_cell(result: dict, method: dict) -> str:
+    """MFU, where the peak it divides by means something: not on a CPU that emulates bf16 (the peak is
+    the emulation's), and not above 100% (the peak was timed under other load than the steps)."""
+    if result.get("bf16_emulated"):
+        return "– (bf16 emulated on this CPU)"
+    if method["mfu"] > 1:
+        return f"– (peak mis-timed: {method['mfu']:.0%})"
+    return f"{method['mfu']:.1%}"
+
+
 def render(results: list[dict]) -> str:
     lines = ["Step time through the DeepSpeed engine (ZeRO-3 bf16, ds_configs/zero3.json), methods interleaved, "
              "median of the slowest rank's step time; ratios are medians of per-step ratios (range in brackets).", "",
@@ -307,7 +320,7 @@ def render(results: list[dict]) -> str:
     for r in results:
         for name, m in r["methods"].items():
             lines.append(f"| {r['shape']} | {r['ranks']} | {name} | {m['step_s'] * 1e3:.1f} | {m['gflops_per_sequence']:.2f} | "
-                         f"{m['model_tflops_per_rank']:.4f} | {m['gemm_share']:.0%} | {m['mfu']:.1%} | {r['gemm_peak_tflops']:.3f} |")
+                         f"{m['model_tflops_per_rank']:.4f} | {m['gemm_share']:.0%} | {mfu_cell(r, m)} | {r['gemm_peak_tflops']:.3f} |")
     lines += ["", "| shape | ranks | fast/original measured | predicted (FLOPs) | fast/electra measured | predicted (FLOPs) "
               "| floor: main-only/original measured | predicted (FLOPs) | fast-offline/original measured | predicted (FLOPs) "
               "| fast-offline/fast measured | predicted (FLOPs) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]

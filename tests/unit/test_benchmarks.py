@@ -224,3 +224,11 @@ def test_the_peak_matmul_shrinks_where_the_dtype_is_emulated():
     assert matmul_size(0.0007, 256, 2048, 0.5) == 2048  # fp32 here: the full size
     assert matmul_size(0.022, 256, 2048, 0.5) == 512  # emulated bf16: 0.022 * 8 = 0.18 s at 512
     assert matmul_size(10.0, 256, 2048, 0.5) == 256  # never below the probe
+
+
+def test_mfu_is_shown_only_where_its_peak_means_something():
+    from benchmarks.engine_throughput import mfu_cell
+
+    assert mfu_cell({"bf16_emulated": False}, {"mfu": 0.42}) == "42.0%"
+    assert mfu_cell({"bf16_emulated": True}, {"mfu": 0.42}).startswith("– (bf16 emulated")
+    assert mfu_cell({}, {"mfu": 1.922}) == "– (peak mis-timed: 192%)"  # a stored run without the flag
