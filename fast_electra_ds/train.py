@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         ds_config = load_ds_config(args.ds_config)
     except UserError as err:
         if int(os.environ.get("RANK", 0)) > 0:  # every rank reads the same arguments: rank 0 alone says what is wrong
-            time.sleep(2)  # and says it before the launcher sees this rank's exit and kills the others
+            time.sleep(QUIET_EXIT_DELAY_S)  # and says it before the launcher sees this rank's exit and kills the others
             return err.exit_code
         raise
     check_out_dir_writable(config.train.out_dir)  # before the model is built

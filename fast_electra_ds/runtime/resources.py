@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 from ..errors import UserError
+from .job_failure import QUIET_EXIT_DELAY_S
 
 
 def check_out_dir_writable(out_dir: str | Path) -> None:
@@ -26,15 +28,18 @@ def check_out_dir_writable(out_dir: str | Path) -> None:
 
 
 def fail_on_every_rank(problem: str, fix: str) -> None:
-    """Every rank calls this with the same agreed error (a collective decision): rank 0 raises it, the
-    other ranks leave quietly with the same exit status, so the job's output holds the line once."""
-    import time
-
+    """Every rank calls this with the same agreed error (a collective decision): see raise_on_every_rank."""
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        error = UserError(problem, fix)
+    raise_on_every_rank(UserError(problem, fix), dist.get_rank() if dist.is_initialized() else 0)
+
+
+def raise_on_every_rank(error: UserError, rank: int) -> None:
+    """Every rank calls this with the same agreed `error`: rank 0 raises it (marked as known to every
+    rank, so nobody is told again), the other ranks leave quietly with its exit status a moment later,
+    so the job's output holds the line once."""
+    if rank == 0:
         error.known_to_every_rank = True
         raise error
-    time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
-    raise SystemExit(UserError.exit_code)
+    time.sleep(QUIET_EXIT_DELAY_S)  # let rank 0 print the reason before the launcher sees this rank's exit
+    raise SystemExit(error.exit_code)

@@ -7,13 +7,13 @@ the loss scaler can no longer find a scale; a non-finite loss there is a skipped
 untouched), or non-finite weights found before a save."""
 from __future__ import annotations
 
-import time
 from collections import deque
 
 import torch
 import torch.distributed as dist
 
 from ..errors import UserError
+from ..runtime.resources import raise_on_every_rank
 
 
 class Divergence(UserError):
@@ -72,11 +72,6 @@ def weights_are_finite(module: torch.nn.Module, device: torch.device) -> bool:
 def stop_diverged(rank: int, step: int, reason: str, last_good: str | None) -> None:
     """Every rank calls this with the same agreed reason: rank 0 raises the one line, the others leave
     with the same exit status a moment later."""
-    if rank != 0:
-        time.sleep(2)  # let rank 0 print the reason before the launcher sees this rank's exit
-        raise SystemExit(Divergence.exit_code)
     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was saved before it"
-    error = Divergence(f"training diverged at step {step}: {reason}; nothing from it was saved, {where}",
-                       "lower optim.lr (or check the data), then continue from that checkpoint with --resume")
-    error.known_to_every_rank = True
-    raise error
+    raise_on_every_rank(Divergence(f"training diverged at step {step}: {reason}; nothing from it was saved, {where}",
+                                   "lower optim.lr (or check the data), then continue from that checkpoint with --resume"), rank)

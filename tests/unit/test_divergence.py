@@ -52,6 +52,16 @@ def test_the_stop_is_one_line_naming_the_step_and_the_last_good_checkpoint():
         stop_diverged(0, 53, "the loss is not finite", "runs/x/checkpoints/step_00000050")
     text = str(stopped.value)
     assert "\n" not in text and "step 53" in text and "step_00000050" in text and stopped.value.exit_code == 4
+    assert stopped.value.known_to_every_rank  # an agreed stop: no rank is told again through the store
+
+
+def test_the_other_ranks_leave_quietly_with_the_stops_status(monkeypatch):
+    from fast_electra_ds.runtime import resources
+
+    monkeypatch.setattr(resources.time, "sleep", lambda seconds: None)
+    with pytest.raises(SystemExit) as left:
+        stop_diverged(1, 53, "the loss is not finite", None)
+    assert left.value.code == 4
 
 
 @pytest.mark.parametrize("override, fragment", [
