@@ -73,12 +73,19 @@ def ds_config(shape: dict) -> dict:
     return ds
 
 
+def step_positions(number: int, rank: int, micro: int, world: int) -> list[int]:
+    """The stream positions of `rank`'s samples in step `number` (one micro-batch per rank per step)."""
+    from fast_electra_ds.data.dataset import micro_batch_positions
+
+    return micro_batch_positions(number * micro * world, 0, micro, rank, world)
+
+
 def make_pass(directory: Path, config, tokens, device, batch_of, world: int, micro: int, total_steps: int) -> dict:
     """The pass fast-offline reads: the online path (data.corruption_rng=sample) over every rank's
     batch of every step, one shard per step, written as `fast-electra replacements` writes them; timed."""
     from fast_electra_ds.data.replacements import shard_name, write_manifest
     from fast_electra_ds.methods import METHODS as REGISTRY, StepContext
-    from fast_electra_ds.replacements import append_batch, write_parts
+    from fast_electra_ds.replacements import append_batch, new_parts, write_parts
 
     maker = REGISTRY["fast"](config, tokens, device)
     maker.setup()
@@ -87,11 +94,10 @@ def make_pass(directory: Path, config, tokens, device, batch_of, world: int, mic
                                "shard_samples": micro * world, "validation_steps": []})
     tokens_made, flops, started = 0, 0.0, time.perf_counter()
     for number in range(total_steps):
-        parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+        parts = new_parts()
         for rank in range(world):
             batch = batch_of(number, rank)
-            first = (number * world + rank) * micro
-            ctx = StepContext(number, number / total_steps, torch.Generator(), positions=list(range(first, first + micro)))
+            ctx = StepContext(number, number / total_steps, torch.Generator(), positions=step_positions(number, rank, micro, world))
             with torch.no_grad():
                 append_batch(parts, batch["input_ids"], *maker.propose(batch, ctx))
             tokens_made += batch["input_ids"].numel()
@@ -203,9 +209,8 @@ def _worker(rank: int, world: int, port: int, shape_name: str, methods: list[str
     def step(name: str, number: int) -> None:
         method, engine = runners[name]
         batch = batch_of(number, rank)
-        first = (number * world + rank) * shape["micro_batch"]  # the stream positions fast-offline's pass used
         ctx = StepContext(number, number / total_steps, torch.Generator(device=device).manual_seed(number * 100 + rank),
-                          positions=list(range(first, first + shape["micro_batch"])))
+                          positions=step_positions(number, rank, shape["micro_batch"], world))  # those fast-offline's pass used
         inputs = main_only_inputs(method, batch, ctx.generator) if name == MAIN_ONLY else method.prepare_batch(batch, ctx)[0]
         loss, _ = engine(**inputs)
         engine.backward(loss)

@@ -209,7 +209,7 @@ def make_shards(method, shards: list, directory: Path, manifest: dict, rank: int
     made, started = {"samples": 0, "tokens": 0, "flops": 0.0}, time.perf_counter()
     said = started
     for number, (name, batches) in enumerate(todo, 1):
-        parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+        parts = new_parts()
         for step, batch, positions in batches():
             batch = {key: value.to(device) for key, value in batch.items()}
             with torch.no_grad():
@@ -229,6 +229,13 @@ def make_shards(method, shards: list, directory: Path, manifest: dict, rank: int
             print(f"[fast-electra] replacements: rank 0 wrote {name} ({number}/{len(todo)} of its own); {rate:,.0f} tokens/s on this rank", flush=True)
     made["seconds"] = time.perf_counter() - started
     return made
+
+
+def new_parts() -> dict[str, list]:
+    """What append_batch collects for one shard, and write_parts writes."""
+    from .data.replacements import SAMPLE_STATS
+
+    return {key: [] for key in ("counts", "columns", "ids", *SAMPLE_STATS)}
 
 
 def append_batch(parts: dict, original, selected, sampled, aux_argmax, temperature: float, metrics: dict) -> None:
@@ -258,10 +265,10 @@ def append_batch(parts: dict, original, selected, sampled, aux_argmax, temperatu
 def write_parts(path: Path, parts: dict) -> None:
     import numpy as np
 
-    from .data.replacements import write_shard
+    from .data.replacements import SAMPLE_STATS, write_shard
 
     joined = {key: np.concatenate(value) if value else np.zeros(0) for key, value in parts.items()}
-    stats = {key: joined[key] for key in ("correct", "temperature", "ce", "target_ce")}
+    stats = {key: joined[key] for key in SAMPLE_STATS}
     write_shard(path, joined["counts"], joined["columns"], joined["ids"], stats)
 
 

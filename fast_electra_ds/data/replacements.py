@@ -112,6 +112,9 @@ def first_difference(found: dict[str, Any], wanted: dict[str, Any]) -> tuple[str
     return None
 
 
+SAMPLE_STATS = ("correct", "temperature", "ce", "target_ce")  # per sample in a shard, beside its counts, columns and ids
+
+
 def write_shard(path: Path, counts: np.ndarray, columns: np.ndarray, ids: np.ndarray, stats: dict[str, np.ndarray]) -> None:
     arrays = {"counts": counts.astype(np.uint16), "columns": columns.astype(np.uint16),
               "ids": ids.astype(np.uint16 if ids.size == 0 or ids.max() < 65536 else np.uint32),
@@ -172,7 +175,7 @@ class ReplacementStore:
     def lookup(self, positions: list[int], step: int) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, np.ndarray]]:
         """(columns per sample, ids per sample, stats: counts, correct, temperature, ce, target_ce per sample)
         at stream `positions`, or at held-out keys below zero (metrics/validation.py) for the evaluation after `step`."""
-        columns, ids, stats = [], [], {key: [] for key in ("counts", "correct", "temperature", "ce", "target_ce")}
+        columns, ids, stats = [], [], {key: [] for key in ("counts", *SAMPLE_STATS)}
         for position in positions:
             if position < 0:
                 shard, local = self._shard(validation_shard_name(step)), -1 - position

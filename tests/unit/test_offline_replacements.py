@@ -12,7 +12,7 @@ from fast_electra_ds.data.replacements import (MANIFEST, ReplacementStore, clean
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.methods import METHODS, StepContext, TokenInfo
 from fast_electra_ds.metrics.validation import validation_key
-from fast_electra_ds.replacements import append_batch, prepare_output, write_parts
+from fast_electra_ds.replacements import append_batch, new_parts, prepare_output, write_parts
 from tests.method_helpers import TOKENS, batch, config, fast_method
 
 SAMPLE = ("data.corruption_rng=sample",)
@@ -28,7 +28,7 @@ def make_pass(directory, method, batches, shard_samples):
     write_manifest(directory, manifest)
     per_shard = shard_samples // micro
     for index in range(0, len(batches), per_shard):
-        parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+        parts = new_parts()
         for number in range(index, index + per_shard):
             positions = list(range(number * micro, (number + 1) * micro))
             append_batch(parts, batches[number]["input_ids"], *method.propose(batches[number], StepContext(0, 0.2, torch.Generator(), positions)))
@@ -69,7 +69,7 @@ def test_held_out_samples_are_read_from_their_evaluations_shard(tmp_path):
     online = fast_method(*SAMPLE)
     make_pass(tmp_path / "repl", online, [batch(rows=4)], shard_samples=4)
     held_out, keys = batch(rows=3, seed=9), [validation_key(k) for k in range(3)]
-    parts = {key: [] for key in ("counts", "columns", "ids", "correct", "temperature", "ce", "target_ce")}
+    parts = new_parts()
     append_batch(parts, held_out["input_ids"], *online.propose(held_out, StepContext(1, 1.0, torch.Generator(), keys)))
     write_parts(tmp_path / "repl" / validation_shard_name(1), parts)
     offline = offline_method(tmp_path / "repl")
