@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -15,11 +14,10 @@ SPECIALS = dict(pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)  # the specia
 
 
 def random_id_tokens(vocab_size: int, fingerprint: str):
-    """The token ids of a benchmark batch of uniformly random non-special ids. Their unigram entropy is
-    log(the non-special ids), where the default curriculum (`target`) starts, as on a corpus."""
+    """The token ids of a benchmark batch of uniformly random non-special ids (TokenInfo.of_random_ids)."""
     from fast_electra_ds.methods import TokenInfo
 
-    return TokenInfo(vocab_size=vocab_size, fingerprint=fingerprint, unigram_entropy=math.log(vocab_size - len(SPECIALS)), **SPECIALS)
+    return TokenInfo.of_random_ids(vocab_size, fingerprint, **SPECIALS)
 
 
 def add_setting_args(parser: argparse.ArgumentParser, default: Iterable[str] = ("paper-base", "paper-large")) -> None:

@@ -3,17 +3,13 @@ token ids (TOKENS), method fast with a random aux, a padded batch, and the chi-s
 sampler's draws."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from fast_electra_ds.config.run_config import RunConfig, load_config
 from fast_electra_ds.methods import TokenInfo
 from tests.helpers import ROOT
 
-# batch() draws its ids uniformly from the 115 non-special ones: that is their unigram entropy, where the
-# default curriculum (target) starts
-TOKENS = TokenInfo(vocab_size=120, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4, fingerprint="test", unigram_entropy=math.log(115))
+TOKENS = TokenInfo.of_random_ids(120, "test")  # batch() draws its ids uniformly from the 115 non-special ones
 
 
 def config(*overrides: str) -> RunConfig:

@@ -17,6 +17,7 @@ the forward come from (seed, step, micro-batch, rank) and a resumed run draws th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +51,15 @@ class TokenInfo:
         ids = dataset.special_ids
         return cls(vocab_size=dataset.vocab_size, pad_id=ids["pad"], unk_id=ids["unk"], cls_id=ids["cls"], sep_id=ids["sep"],
                    mask_id=ids["mask"], fingerprint=dataset.fingerprint, unigram_entropy=dataset.unigram_entropy())
+
+    @classmethod
+    def of_random_ids(cls, vocab_size: int, fingerprint: str, pad_id: int = 0, unk_id: int = 1, cls_id: int = 2, sep_id: int = 3,
+                      mask_id: int = 4) -> "TokenInfo":
+        """The token ids of batches of uniformly random non-special ids (benchmarks, unit tests): their
+        unigram entropy is log(the non-special ids), where the default curriculum (`target`) starts."""
+        specials = {pad_id, unk_id, cls_id, sep_id, mask_id}
+        return cls(vocab_size=vocab_size, pad_id=pad_id, unk_id=unk_id, cls_id=cls_id, sep_id=sep_id, mask_id=mask_id,
+                   fingerprint=fingerprint, unigram_entropy=math.log(vocab_size - len(specials)))
 
     @property
     def special_ids(self) -> list[int]:
