@@ -11,7 +11,8 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ..errors import UserError
-from .layout import COMPLETE, STEP_NAME, TRAINER_STATE, checkpoint_root, complete_checkpoints, warn, write_atomically
+from ..runtime.temp_dirs import write_atomically
+from .layout import COMPLETE, STEP_NAME, TRAINER_STATE, checkpoint_root, complete_checkpoints, warn
 
 
 def crc32(path: Path) -> str:

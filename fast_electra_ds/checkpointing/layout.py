@@ -3,7 +3,6 @@ step_N.saving and renamed when every rank's files and the COMPLETE marker are on
 the complete one aside as step_N.replaced until its replacement is in place)."""
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -45,12 +44,6 @@ def complete_checkpoints(root: Path) -> list[Path]:
         if (path / COMPLETE).is_file() and (step not in best or _PREFERENCE[suffix] < best[step][0]):
             best[step] = (_PREFERENCE[suffix], path)
     return [best[step][1] for step in sorted(best)]
-
-
-def write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def warn(text: str) -> None:

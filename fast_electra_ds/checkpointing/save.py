@@ -15,8 +15,9 @@ import torch.distributed as dist
 
 from ..errors import UserError
 from ..runtime.resources import fail_on_every_rank
+from ..runtime.temp_dirs import write_atomically
 from .integrity import write_manifest
-from .layout import COMPLETE, LATEST, REPLACED, SAVING, TRAINER_STATE, checkpoint_root, complete_checkpoints, step_dirs, tag_for, write_atomically
+from .layout import COMPLETE, LATEST, REPLACED, SAVING, TRAINER_STATE, checkpoint_root, complete_checkpoints, step_dirs, tag_for
 from .rng import rng_state
 
 

@@ -11,7 +11,8 @@ from typing import Any
 import torch.distributed as dist
 
 from ..errors import UserError
-from .layout import COMPLETE, SAVING, TRAINER_STATE, UNIVERSAL, write_atomically
+from ..runtime.temp_dirs import write_atomically
+from .layout import COMPLETE, SAVING, TRAINER_STATE, UNIVERSAL
 from .safe_load import weights_only_loads
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..runtime.temp_dirs import host_hash, pid_runs, temp_name
+from ..runtime.temp_dirs import host_hash, pid_runs, write_atomically
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -60,19 +60,6 @@ def model_fingerprint(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
-def write_atomically(path: Path, write) -> None:
-    """`write(handle)` into `.<name>.tmp-<pid>-<host>` beside `path`, then rename: whole or absent."""
-    temp = path.parent / temp_name(path, "tmp")
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-
-
 def clean_temp_files(directory: Path) -> list[Path]:
     """Remove the temporary files of this host's passes that died (their pid no longer runs)."""
     pattern = re.compile(r"\.(?:shard-\d{6}\.npz|val-\d{8}\.npz|manifest\.json)\.tmp-(\d+)-([0-9a-f]{8})")
@@ -86,7 +73,7 @@ def clean_temp_files(directory: Path) -> list[Path]:
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
-    write_atomically(directory / MANIFEST, lambda handle: handle.write((json.dumps(manifest, indent=1) + "\n").encode()))
+    write_atomically(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, MutableMapping
 
 from ..errors import UserError
+from ..runtime.temp_dirs import write_atomically
 
 GENSIM_DUMP = "test/test_data/enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 MIN_WORDS = 50  # a page shorter than this after stripping is a stub, a list or a disambiguation page
@@ -238,9 +239,10 @@ def write_wiki_corpus(dump, out_path, min_words: int = MIN_WORDS) -> dict[str, i
     stats: dict[str, int] = {}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
+
+    def write(out) -> None:
         for document in iter_wiki_documents(dump, min_words, stats):
-            out.write(document + "\n\n")
-    tmp.replace(out_path)
+            out.write((document + "\n\n").encode("utf-8"))
+
+    write_atomically(out_path, write)
     return stats

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UserError, check_writable
 from ..metrics.logger import strict
+from ..runtime.temp_dirs import write_atomically
 from . import trainer
 from .recipes import make_recipe, size_for_hidden
 from .tasks import Split, Task, get_task, load_task_data, present_test_files, read_test_split
@@ -66,9 +67,7 @@ def write_submission(path: Path, ids: list[str], predictions, task: Task) -> Non
         values = [f"{float(p):.3f}" for p in predictions]
     else:
         values = [task.labels[int(p)] for p in predictions]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
-    os.replace(tmp, path)
+    write_atomically(path, "index\tprediction\n" + "".join(f"{i}\t{v}\n" for i, v in zip(ids, values)))
 
 
 def json_text(value) -> str:
@@ -86,9 +85,7 @@ def write_dev_predictions(path: Path, split: Split, predictions, task: Task) -> 
     header = ["index", "text_a"] + (["text_b"] if split.text_b is not None else []) + ["label", "prediction"]
     rows = ["\t".join([str(i), *(t[i] for t in texts), show(split.labels[i]), show(p)]) for i, p in enumerate(predictions)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\t".join(header) + "\n" + "".join(row + "\n" for row in rows))
-    os.replace(tmp, path)
+    write_atomically(path, "\t".join(header) + "\n" + "".join(row + "\n" for row in rows))
 
 
 def subset(split: Split, limit: int | None) -> Split:

@@ -1,6 +1,7 @@
 """Temporary directories beside an output (an export's `.<name>.export-*`, a prepare's
 `.<name>.tmp-*`, the `.<name>.old-*` an output is swapped out to), named after the process that
-writes them, and the cleaning of those a killed process left behind.
+writes them, and the cleaning of those a killed process left behind; `write_atomically`, the one
+whole-or-absent file write of the package.
 
 A name carries the writer's pid and a hash of its host: `.<name>.<kind>-<pid>-<host hash>[-random]`.
 The next run that writes the same output removes such a directory when it can prove it dead (this
@@ -18,6 +19,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 STALE_AFTER_S = 24 * 3600
 KINDS = ("export", "tmp", "old")
@@ -30,6 +32,25 @@ def host_hash(host: str | None = None) -> str:
 def temp_name(target: Path, kind: str) -> str:
     """The name (without a random tail) of this process's `kind` directory beside `target`."""
     return f".{target.name}.{kind}-{os.getpid()}-{host_hash()}"
+
+
+def write_atomically(path: Path, content: str | bytes | Callable[[BinaryIO], object]) -> None:
+    """`content` (text, bytes, or a function writing to a binary handle) into `.<name>.tmp-<pid>-<host>`
+    beside `path`, flushed to disk, then renamed over `path`: a reader sees the old file or the new one
+    whole, never a half-written one, even after a crash or a power loss."""
+    path = Path(path)
+    temp = path.parent / temp_name(path, "tmp")
+    try:
+        with open(temp, "wb") as handle:
+            if callable(content):
+                content(handle)
+            else:
+                handle.write(content.encode() if isinstance(content, str) else content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _pattern(target: Path, kinds: tuple[str, ...]) -> re.Pattern:

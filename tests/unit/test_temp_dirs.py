@@ -5,7 +5,9 @@ import subprocess
 import sys
 import time
 
-from fast_electra_ds.runtime.temp_dirs import STALE_AFTER_S, clean_orphans, host_hash, temp_name
+import pytest
+
+from fast_electra_ds.runtime.temp_dirs import STALE_AFTER_S, clean_orphans, host_hash, temp_name, write_atomically
 
 
 def dead_pid() -> int:
@@ -85,3 +87,19 @@ def test_nothing_outside_the_names_is_touched(tmp_path):
         age(path, 10 * STALE_AFTER_S)
     removed, said = run(target)  # export and old only: a tmp name is another command's
     assert removed == [] and said == [] and all(p.exists() for p in keep)
+
+
+def test_write_atomically_replaces_whole_or_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out.tsv"
+    write_atomically(target, "old\n")
+    write_atomically(target, b"new\n")
+    assert target.read_text() == "new\n"
+
+    def fails_halfway(handle):
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, fails_halfway)
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tsv"]  # no temporary file left behind
