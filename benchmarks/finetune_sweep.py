@@ -13,6 +13,10 @@ reports no best epoch unless it saves models). The rest of the recipe is ELECTRA
 --max-train-examples N`: a fixed random subset (finetune/runner.py SUBSET_SEED), the same N rows for
 every model and seed; the 500 rows are among the 2,000 (the first N of one fixed permutation).
 
+`--set KEY=VALUE ...` changes the recipe of every run (e.g. `pooling=mean`, `epochs=10` for the small
+sizes); such a sweep is a sweep of its own: its stages carry the settings (`sweep-<task>+pooling=mean-...`),
+so it shares --work with the plain one without mixing records, and its tables say what was set.
+
 Every run is one `fast-electra finetune` process (one thread; --jobs at once) and one resumable stage
 (benchmarks/study/finetuning.py finetune_run): run the same command again and finished runs are
 skipped, crashed ones redone.
@@ -71,6 +75,12 @@ class Sweep:
     seed_counts: dict[str, int]
     work: Path
     jobs: int = 2
+    fixed: tuple[str, ...] = ()  # --set KEY=VALUE for every run's recipe
+
+    @property
+    def kind(self) -> str:
+        """The task, then the fixed settings: the start of every stage name of this sweep."""
+        return self.task + "".join(f"+{item}" for item in self.fixed)
 
     def grid(self) -> list[tuple[float, float]]:
         return [(lr, decay) for lr in self.lrs for decay in self.layer_decays]
@@ -79,7 +89,7 @@ class Sweep:
         return [self.sweep_seed + i for i in range(self.seed_counts[size])]
 
     def stage(self, run: Run) -> str:
-        return f"sweep-{self.task}-{run.model}-{run.size}-lr{run.lr:g}-ld{run.layer_decay:g}-seed{run.seed}"
+        return f"sweep-{self.kind}-{run.model}-{run.size}-lr{run.lr:g}-ld{run.layer_decay:g}-seed{run.seed}"
 
     def record(self, run: Run) -> dict | None:
         return done(self.work, self.stage(run))
@@ -117,12 +127,12 @@ def run_one(sweep: Sweep, run: Run) -> dict:
     if record := sweep.record(run):
         say(f"{stage}: done before (accuracy {record['accuracy']:.4f}), skipped")
         return record
-    out = sweep.work / "runs" / sweep.task / run.model / run.size / f"lr{run.lr:g}-ld{run.layer_decay:g}" / f"seed{run.seed}"
+    out = sweep.work / "runs" / sweep.kind / run.model / run.size / f"lr{run.lr:g}-ld{run.layer_decay:g}" / f"seed{run.seed}"
     record = finetune_run(sweep.work, stage, out, str(sweep.models[run.model]), sweep.task, sweep.task_args, run.seed,
-                          overrides=[f"lr={run.lr!r}", f"layer_decay={run.layer_decay!r}"],
+                          overrides=[*sweep.fixed, f"lr={run.lr!r}", f"layer_decay={run.layer_decay!r}"],
                           train_limit=None if run.size == FULL else int(run.size),
                           about={"model": run.model, "model_dir": str(sweep.models[run.model]), "size": run.size,
-                                 "lr": run.lr, "layer_decay": run.layer_decay})
+                                 "lr": run.lr, "layer_decay": run.layer_decay, "set": list(sweep.fixed)})
     say(f"{stage}: dev accuracy {record['accuracy']:.4f} ({record['wall_time_s']:.0f} s)")
     return record
 
@@ -147,7 +157,7 @@ def run_all(sweep: Sweep, runs: list[Run]) -> list[str]:
 
 def check_records(sweep: Sweep) -> None:
     """A finished run is skipped by its stage name: refuse when NAME now means another directory."""
-    for path in sorted((sweep.work / "stages").glob(f"sweep-{sweep.task}-*.json")):
+    for path in sorted((sweep.work / "stages").glob(f"sweep-{sweep.kind}-*.json")):
         record = json.loads(path.read_text())
         wanted = sweep.models.get(record.get("model"))
         if wanted is not None and record.get("model_dir") != str(wanted):
@@ -185,8 +195,11 @@ def markdown(sweep: Sweep, summary: dict, command: str, recipe: dict | None) -> 
                            f"layer decay {{{', '.join(f'{d:g}' for d in sweep.layer_decays)}}}"])
     seeds = "; ".join(f"{size_label(size)}: {', '.join(map(str, sweep.seeds(size)))}" for size in sweep.sizes)
     about = (f"ELECTRA's {recipe['name']} recipe ({recipe['epochs']:g} epochs, batch {recipe['batch_size']}, "
-             f"warm-up {recipe['warmup_fraction']:g}) except lr and layer decay" if recipe else "ELECTRA's recipe for the model's size")
-    lines = [f"# Fine-tuning sweep on {sweep.task}: each model at its best lr and layer decay", "",
+             f"warm-up {recipe['warmup_fraction']:g}, pooling {recipe.get('pooling', 'cls')}) except lr and layer decay"
+             if recipe else "ELECTRA's recipe for the model's size")
+    if sweep.fixed:
+        about += f", with {' '.join(sweep.fixed)} set for every run"
+    lines = [f"# Fine-tuning sweep on {sweep.kind}: each model at its best lr and layer decay", "",
              f"Dev accuracy at the end of fine-tuning; {about}. Per model and training-set size the setting is chosen "
              f"by seed {sweep.sweep_seed}'s dev accuracy over {settings} ({TIE_RULE}), then run on seeds {seeds}. "
              f"Seed {sweep.sweep_seed} is one of the reported seeds and the dev set both chooses and scores (the task has "
@@ -221,12 +234,12 @@ def markdown(sweep: Sweep, summary: dict, command: str, recipe: dict | None) -> 
 
 def write_report(sweep: Sweep, out: Path, command: str) -> None:
     summary = summarise(sweep)
-    first = next((record for path in sorted((sweep.work / "stages").glob(f"sweep-{sweep.task}-*.json"))
+    first = next((record for path in sorted((sweep.work / "stages").glob(f"sweep-{sweep.kind}-*.json"))
                   if (record := json.loads(path.read_text())).get("model") in sweep.models), None)
     recipe = first["summary"]["recipe"] if first else None
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown(sweep, summary, command, recipe))
-    about = {"command": command, "task": sweep.task, "models": {name: str(path) for name, path in sweep.models.items()},
+    about = {"command": command, "task": sweep.task, "set": list(sweep.fixed), "models": {name: str(path) for name, path in sweep.models.items()},
              "lrs": sweep.lrs, "layer_decays": sweep.layer_decays, "sizes": sweep.sizes, "sweep_seed": sweep.sweep_seed,
              "seeds": {size: sweep.seeds(size) for size in sweep.sizes}, "tie_rule": TIE_RULE, "recipe": recipe}
     out.with_suffix(".json").write_text(json.dumps({**about, **summary}, indent=1) + "\n")
@@ -311,6 +324,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--work", default="runs/finetune-sweep", help="runs and their records (default runs/finetune-sweep)")
     parser.add_argument("--out", help="markdown tables, a .json beside (default WORK/finetune_sweep.md)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default 2)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="fixed",
+                        help="recipe settings for every run besides lr and layer decay, e.g. pooling=mean epochs=10")
     parser.add_argument("--report-only", action="store_true", help="write the tables from the finished runs, run nothing")
     return parser.parse_args(argv)
 
@@ -327,7 +342,20 @@ def make_sweep(args: argparse.Namespace) -> Sweep:
     models = parse_models(args.models)
     task, task_args = task_arguments(args.task, work)
     return Sweep(models, task, task_args, args.lrs, args.layer_decays, sizes, args.sweep_seed,
-                 parse_seed_counts(args.seeds, sizes), work, args.jobs)
+                 parse_seed_counts(args.seeds, sizes), work, args.jobs, parse_fixed(args.fixed))
+
+
+def parse_fixed(items: list[str]) -> tuple[str, ...]:
+    """--set items checked against the recipe (a typo fails here, not in every run), in one order."""
+    from fast_electra_ds.finetune.recipes import RECIPES, apply_overrides, parse_overrides
+
+    settings = parse_overrides(items)
+    if swept_keys := sorted({"lr", "layer_decay"} & set(settings)):
+        raise UserError(f"--set {' '.join(swept_keys)}: the sweep's own axes", "give them with --lrs and --layer-decays")
+    apply_overrides(RECIPES["small"], settings)
+    if bad := [f"{key}={value}" for key, value in settings.items() if not NAME.fullmatch(f"{key}{value}".replace("=", ""))]:
+        raise UserError(f"--set {bad[0]} cannot be part of a file name", "use letters, digits, '.', '_' or '-' in values")
+    return tuple(f"{key}={value}" for key, value in sorted(settings.items()))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,11 @@ Sources, per number:
   MRPC and STS-B training pair a second time with the sentences swapped, since their order carries
   no meaning (finetune/classification/classification_tasks.py, classes MRPC and STS).
 - `auto` picks the size by hidden width: ELECTRA-Small has 256, Base 768, Large 1024 (Table 6).
+- pooling `cls` (ELECTRA's: the task head reads the first token's final state) or `mean` (ours: it reads
+  the mean of the final states over the input's tokens, padding excluded). RTD never trains [CLS]; at the
+  study's scale the discriminators' [CLS] features probe no better than random init's while their
+  mean-pooled ones probe best (benchmarks/results/study/probe.md). A model's config can name its own
+  default (`fast_electra_pooling`, written by `fast-electra export --pooling`).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ class Recipe:
     clip_norm: float = 1.0  # 0 turns clipping off
     eval_batch_size: int = 128
     double_unordered: int = 1  # 1: MRPC and STS-B also train on each pair in swapped order
+    pooling: str = "cls"  # what the task head reads: the first token's state, or the mean over tokens
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -44,6 +50,7 @@ RECIPES = {
     "base": Recipe(lr=1e-4, layer_decay=0.8),
     "large": Recipe(lr=5e-5, layer_decay=0.9),
 }
+POOLINGS = ("cls", "mean")
 TEN_EPOCH_TASKS = ("rte", "stsb")  # ELECTRA Table 7: "10 for RTE and STS, 3 for other tasks"
 
 
@@ -56,14 +63,21 @@ def size_for_hidden(hidden_size: int) -> str:
     return "large"
 
 
-def make_recipe(name: str, hidden_size: int, task_name: str, overrides: dict | list | None = None) -> Recipe:
-    """The recipe `name` (small, base, large or auto: by `hidden_size`) for `task_name`, then overrides
-    (a dict, or a list of "key=value" strings as given to --set)."""
+def make_recipe(name: str, hidden_size: int, task_name: str, overrides: dict | list | None = None,
+                model_pooling: str | None = None) -> Recipe:
+    """The recipe `name` (small, base, large or auto: by `hidden_size`) for `task_name`, with the model's
+    own pooling (its config's `fast_electra_pooling`) when it names one, then overrides (a dict, or a
+    list of "key=value" strings as given to --set)."""
     if name == "auto":
         name = size_for_hidden(hidden_size)
     if name not in RECIPES:
         raise UserError(f"unknown recipe {name!r}", f"use one of auto, {', '.join(RECIPES)}")
     recipe = RECIPES[name]
+    if model_pooling is not None:
+        if model_pooling not in POOLINGS:
+            raise UserError(f"the model's config names pooling {model_pooling!r}, which is not one of {', '.join(POOLINGS)}",
+                            "re-export it with `fast-electra export --pooling cls|mean`, or pass --set pooling=cls")
+        recipe = replace(recipe, pooling=model_pooling)
     if task_name in TEN_EPOCH_TASKS:
         recipe = replace(recipe, epochs=10.0)
     return apply_overrides(recipe, overrides)
@@ -87,6 +101,9 @@ def apply_overrides(recipe: Recipe, overrides: dict | list | None) -> Recipe:
     for key, value in (overrides or {}).items():
         if key not in types:
             raise UserError(f"unknown recipe key {key!r}", f"valid keys: {', '.join(types)}")
+        if types[key] == "str":
+            changes[key] = str(value)
+            continue
         convert = int if types[key] == "int" else float
         try:
             changes[key] = convert(value)
@@ -101,4 +118,6 @@ def apply_overrides(recipe: Recipe, overrides: dict | list | None) -> Recipe:
     if not 0 < recipe.layer_decay <= 1 or not 0 <= recipe.warmup_fraction < 1 or recipe.weight_decay < 0:
         raise UserError("recipe: layer_decay must be in (0, 1], warmup_fraction in [0, 1), weight_decay >= 0",
                         "e.g. --set layer_decay=0.8 warmup_fraction=0.1 weight_decay=0.01")
+    if recipe.pooling not in POOLINGS:
+        raise UserError(f"recipe: pooling {recipe.pooling!r} is not one of {', '.join(POOLINGS)}", "e.g. --set pooling=mean")
     return recipe

@@ -134,7 +134,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     check_writable(out_dir, "--out")  # before hours of fine-tuning
     tokenizer = trainer.load_tokenizer(model_dir)
     hidden = int(getattr(config, "hidden_size", 768))
-    the_recipe = make_recipe(recipe, hidden, task_spec.name, overrides)
+    the_recipe = make_recipe(recipe, hidden, task_spec.name, overrides, getattr(config, "fast_electra_pooling", None))
     max_positions = getattr(config, "max_position_embeddings", None)
     if max_positions and the_recipe.max_seq_len > max_positions:
         raise UserError(f"max_seq_len {the_recipe.max_seq_len} exceeds the model's {max_positions} positions",

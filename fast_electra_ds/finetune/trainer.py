@@ -88,11 +88,55 @@ def label_names(labels: tuple[str, ...] | None, num_labels: int) -> dict:
     return {"num_labels": num_labels, "id2label": dict(enumerate(labels)), "label2id": {name: i for i, name in enumerate(labels)}}
 
 
-def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained", labels: tuple[str, ...] | None = None):
+class MeanPooled(torch.nn.Module):
+    """A sequence classifier whose own task head reads the mean of the final states over the input's
+    tokens (padding excluded) in place of the first token's state (recipe `pooling=mean`).
+
+    Only for heads that read `features[:, 0]` of the encoder's output and nothing else (ELECTRA's and
+    RoBERTa's `dense` + `out_proj` head): the mean goes where the first token was. BERT's head reads a
+    pooler inside the encoder, so it is refused rather than silently pooled twice. Saved, the model is
+    the plain Hugging Face classifier with `fast_electra_pooling: "mean"` in its config."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        head = getattr(model, "classifier", None)
+        if not (hasattr(head, "dense") and hasattr(head, "out_proj")):
+            raise UserError(f"pooling=mean needs a task head that reads the first token's state (ELECTRA, RoBERTa); "
+                            f"{type(model).__name__} has another", "use --set pooling=cls for this model")
+        self.model = model
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        states = self.model.base_model(**inputs).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return SequenceClassifierOutput(logits=self.model.classifier(pooled.unsqueeze(1)))
+
+    def save_pretrained(self, directory, **kwargs) -> None:
+        self.model.config.fast_electra_pooling = "mean"
+        self.model.save_pretrained(directory, **kwargs)
+
+
+def load_classifier(model_dir: Path, num_labels: int, init: str = "pretrained", labels: tuple[str, ...] | None = None,
+                    pooling: str = "cls"):
     """AutoModelForSequenceClassification on the saved encoder; the task head is new (seeded by the
     caller). For an ElectraForPreTraining/ElectraForMaskedLM export the pre-training head is dropped.
     init="random": the same architecture at random initialisation (the no-pre-training baseline).
-    `labels`: the task's label strings, in class-id order, for the config's id2label / label2id."""
+    `labels`: the task's label strings, in class-id order, for the config's id2label / label2id.
+    pooling="mean": the head reads the mean over the input's tokens (MeanPooled)."""
+    model = _load_classifier(model_dir, num_labels, init, labels)
+    return MeanPooled(model) if pooling == "mean" else model
+
+
+def _load_classifier(model_dir: Path, num_labels: int, init: str, labels: tuple[str, ...] | None):
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
@@ -246,7 +290,7 @@ def train_one_seed(model_dir: Path, task: Task, train: Encoded, dev: dict[str, E
 
     device, autocast = device_and_autocast()
     set_seed(seed)  # Python, NumPy and torch (every device)
-    model = load_classifier(model_dir, task.num_labels, init, task.labels).to(device)
+    model = load_classifier(model_dir, task.num_labels, init, task.labels, recipe.pooling).to(device)
     num_layers = int(getattr(model.config, "num_hidden_layers", 0))
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe, num_layers), lr=recipe.lr,
                                   betas=(0.9, 0.999), eps=recipe.adam_eps)

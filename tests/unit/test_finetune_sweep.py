@@ -55,7 +55,7 @@ def calls(monkeypatch):
         if stage in made.fail:
             raise UserError(f"{stage} failed (exit 1)")
         setting = (about["lr"], about["layer_decay"])
-        assert overrides == [f"lr={setting[0]!r}", f"layer_decay={setting[1]!r}"] and task == "sst2"
+        assert overrides == [*about["set"], f"lr={setting[0]!r}", f"layer_decay={setting[1]!r}"] and task == "sst2"
         assert train_limit == (None if about["size"] == "full" else int(about["size"])) and task_args[-1].endswith("SST-2")
         accuracy = ACCURACY[about["model"]][setting] + (seed - 1) / 1000
         summary = {"train_examples": train_limit or 1000, "recipe": {"name": "small", "epochs": 3.0, "batch_size": 32, "warmup_fraction": 0.1}}
@@ -119,6 +119,21 @@ def test_a_finished_run_is_not_run_again_and_a_crashed_one_is_redone(setup, call
     assert fs.main(argv(setup, "--report-only")) == 0 and calls == []
 
 
+def test_a_sweep_with_settings_is_a_sweep_of_its_own(setup, calls):
+    """--set reaches every run before lr and layer decay; its stages name the settings, so the plain
+    sweep's finished runs are not taken for its own, and its tables say what was set."""
+    assert fs.main(argv(setup)) == 0
+    plain = len(calls)
+    calls.clear()
+    assert fs.main(argv(setup, "--set", "pooling=mean", "epochs=10")) == 0
+    assert len(calls) == plain and all(stage.startswith("sweep-sst2+epochs=10+pooling=mean-") for stage in calls)
+    text = (setup / "out" / "sweep.md").read_text()
+    assert "with epochs=10 pooling=mean set for every run" in text and "# Fine-tuning sweep on sst2+epochs=10+pooling=mean" in text
+    assert json.loads((setup / "out" / "sweep.json").read_text())["set"] == ["epochs=10", "pooling=mean"]
+    calls.clear()
+    assert fs.main(argv(setup)) == 0 and calls == []  # the plain sweep's records are still its own
+
+
 def test_a_name_recorded_for_another_directory_is_refused(setup, calls):
     assert fs.main(argv(setup)) == 0
     args = argv(setup)
@@ -140,6 +155,10 @@ def test_a_name_recorded_for_another_directory_is_refused(setup, calls):
     (["--jobs", "0"], "--jobs"),
     (["--task", "/no/such/task"], "not found"),
     (["--out", "x.json"], "not a .md path"),
+    (["--set", "lr=1e-3"], "the sweep's own axes"),
+    (["--set", "pooling=max"], "pooling 'max' is not one of"),
+    (["--set", "epochs=ten"], "is not a number"),
+    (["--set", "colour=red"], "unknown recipe key"),
 ])
 def test_bad_input_is_one_user_error(setup, calls, extra, message):
     with pytest.raises(UserError, match=message):

@@ -273,3 +273,60 @@ def test_the_saved_best_model_has_its_own_dev_predictions(sentiment, tmp_path):
 
     assert accuracy("dev_predictions_best.tsv") == pytest.approx(stats["best_metrics"]["accuracy"])
     assert accuracy("dev_predictions.tsv") == pytest.approx(summary["per_seed"]["1"]["accuracy"])
+
+
+def test_mean_pooling_feeds_the_head_the_mean_over_tokens_and_ignores_padding(sentiment):
+    """pooling=mean: the model's own head reads the mean of the final states over the real tokens, so
+    padding a batch longer changes nothing; the first token's state is no longer what it reads."""
+    import torch
+
+    from fast_electra_ds.finetune.trainer import MeanPooled, load_classifier
+
+    _, model_dir = sentiment
+    torch.manual_seed(0)
+    model = load_classifier(model_dir, 2, pooling="mean").eval()
+    assert isinstance(model, MeanPooled)
+    ids = torch.tensor([[1, 5, 6, 7, 2]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        states = model.model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        by_hand = model.model.classifier(states.mean(1, keepdim=True))
+        padded = model(input_ids=torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1),
+                       attention_mask=torch.cat([mask, torch.zeros(1, 3, dtype=torch.long)], 1)).logits
+        first_token = model.model(input_ids=ids, attention_mask=mask).logits  # the plain model reads [CLS]
+    torch.testing.assert_close(logits, by_hand)
+    torch.testing.assert_close(padded, logits, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(first_token, logits)
+
+
+def test_mean_pooling_is_saved_in_the_config_and_becomes_the_models_default(sentiment, tmp_path):
+    """A model fine-tuned with --set pooling=mean is saved with fast_electra_pooling=mean; fine-tuning
+    that saved model again uses mean pooling without being told, and --set pooling=cls still wins."""
+    glue, model_dir = sentiment
+    first = run(model_dir, "sst2", glue, tmp_path / "first", [1], "auto", ["epochs=1", "pooling=mean"],
+                max_train_examples=32, max_dev_examples=32, progress=False, save="last")
+    assert first["recipe"]["pooling"] == "mean"
+    saved = tmp_path / "first" / "sst2" / "seed_1" / "model"
+    assert json.loads((saved / "config.json").read_text())["fast_electra_pooling"] == "mean"
+    again = run(saved, "sst2", glue, tmp_path / "again", [1], "auto", ["epochs=1"], max_train_examples=32, max_dev_examples=32, progress=False)
+    assert again["recipe"]["pooling"] == "mean"
+    overridden = run(saved, "sst2", glue, tmp_path / "cls", [1], "auto", ["epochs=1", "pooling=cls"], max_train_examples=32,
+                     max_dev_examples=32, progress=False)
+    assert overridden["recipe"]["pooling"] == "cls"
+
+
+def test_an_unknown_pooling_and_a_head_that_cannot_be_mean_pooled_are_one_line_each(sentiment, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    glue, model_dir = sentiment
+    with pytest.raises(UserError, match="pooling 'max' is not one of cls, mean"):
+        run(model_dir, "sst2", glue, tmp_path / "max", [1], "auto", ["pooling=max"], progress=False)
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=2000, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(bert)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (model_dir / name).is_file():
+            (bert / name).write_bytes((model_dir / name).read_bytes())
+    with pytest.raises(UserError, match="pooling=mean needs a task head that reads the first token's state"):
+        run(bert, "sst2", glue, tmp_path / "b", [1], "auto", ["epochs=1", "pooling=mean"], max_train_examples=32,
+            max_dev_examples=32, progress=False)
