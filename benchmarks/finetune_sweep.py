@@ -42,9 +42,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.study import stages  # noqa: E402
-from benchmarks.study.finetuning import finetune_run, rotten_tomatoes_glue  # noqa: E402
+from benchmarks.study.finetuning import accuracy_of, finetune_run, rotten_tomatoes_glue  # noqa: E402
 from benchmarks.study.settings import TASK  # noqa: E402
-from benchmarks.study.stages import done, say  # noqa: E402
+from benchmarks.study.stages import done, done_before, say  # noqa: E402
 from fast_electra_ds.errors import UserError, run_guarded  # noqa: E402
 
 FULL = "full"
@@ -124,8 +124,7 @@ def seed_runs(sweep: Sweep, size: str) -> list[Run]:
 
 def run_one(sweep: Sweep, run: Run) -> dict:
     stage = sweep.stage(run)
-    if record := sweep.record(run):
-        say(f"{stage}: done before (accuracy {record['accuracy']:.4f}), skipped")
+    if record := done_before(sweep.work, stage, accuracy_of):
         return record
     out = sweep.work / "runs" / sweep.kind / run.model / run.size / f"lr{run.lr:g}-ld{run.layer_decay:g}" / f"seed{run.seed}"
     record = finetune_run(sweep.work, stage, out, str(sweep.models[run.model]), sweep.task, sweep.task_args, run.seed,

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from .settings import TASK, Settings
-from .stages import done, finish, say, stream
+from .stages import done_before, finish, say, stream
 
 
 def glue_dir(settings: Settings) -> Path:
@@ -38,11 +38,14 @@ def convention_task(settings: Settings) -> Path:
     return out / "convention.yaml"
 
 
+def accuracy_of(record: dict) -> str:
+    return f"accuracy {record['accuracy']:.4f}"
+
+
 def finetune(settings: Settings, name: str, model_dir: str, task: str, seed: int) -> dict | None:
     """One fine-tuning run of the study (one model, one task, one seed) as a resumable stage."""
     stage = f"finetune-{name}-seed{seed}" if task == TASK else f"finetune-{task}-{name}-seed{seed}"
-    if record := done(settings.work, stage):
-        say(f"{stage}: done before (accuracy {record['accuracy']:.4f}), skipped")
+    if record := done_before(settings.work, stage, accuracy_of):
         return record
     if settings.report_only:
         return None

@@ -12,15 +12,14 @@ from fast_electra_ds.models.encoder import electra_config
 from fast_electra_ds.runtime.launch import train_command
 
 from .settings import RANDOM_INIT, ROOT, Settings, preset_path, pretraining_lr
-from .stages import done, finish, say, stream
+from .stages import done, done_before, finish, say, stream
 
 
 def pretrain(settings: Settings, stage: str, method: str, steps: int, extra: list[str], lr_factor: float = 1.0) -> dict | None:
     """One `deepspeed train.py` run on CPU ranks, exported to <work>/<stage>/hf; `lr_factor` scales
     the peak learning rate (the robustness runs)."""
     out = settings.work / stage
-    if record := done(settings.work, stage):
-        say(f"{stage}: done before ({record['steps']} steps, {record['wall_time_s']:.0f} s), skipped")
+    if record := done_before(settings.work, stage, lambda r: f"{r['steps']} steps, {r['wall_time_s']:.0f} s"):
         return record
     if settings.report_only:
         return None

@@ -11,6 +11,7 @@ from pathlib import Path
 from fast_electra_ds.errors import UserError
 from fast_electra_ds.metrics.logger import read_metrics
 from fast_electra_ds.runtime.launch import launch_env
+from fast_electra_ds.runtime.temp_dirs import write_atomically
 
 from .settings import ROOT, Settings
 
@@ -31,10 +32,18 @@ def done(work: Path, stage: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def done_before(work: Path, stage: str, summary) -> dict | None:
+    """The stage's record when it finished before (saying so, with `summary(record)`), else None."""
+    if record := done(work, stage):
+        say(f"{stage}: done before ({summary(record)}), skipped")
+    return record
+
+
 def finish(work: Path, stage: str, record: dict) -> dict:
+    """Record `stage` as finished, whole or not at all (a half-written record would stop every later run)."""
     path = record_path(work, stage)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1) + "\n")
+    write_atomically(path, json.dumps(record, indent=1) + "\n")
     return record
 
 
