@@ -7,7 +7,8 @@ which resumes exactly and whose export reproduces it; the Adam implementation (n
 no attention mask for packed batches and SDPA's flash / memory-efficient kernel chosen; the frozen
 aux in 16 bit on the device, outside the engine; model.compile without graph breaks; the fp16 config with forced overflow steps; peak
 memory of real steps against the memory simulation at `small` and a base shape; Fast/Original step
-time and MFU against a GEMM peak measured in the same run.
+time and MFU against a GEMM peak measured in the same run, with fast-offline/Original and its
+main-only floor beside them (issue 21's GPU figures).
 
 The harness, the checks and the report are scripts/gpu_checks/'s modules.
 

@@ -154,16 +154,20 @@ def inner_memory(names: tuple[str, ...] = ("small", "paper-base")) -> list[dict]
 
 def inner_throughput(shape: str = "base") -> list[dict]:
     """Fast and Original (electra with the aux-size generator) through the DeepSpeed engine as the
-    trainer runs them (benchmarks/engine_throughput.py), MFU against a GEMM peak measured in that run."""
-    from benchmarks.engine_throughput import measure
+    trainer runs them (benchmarks/engine_throughput.py), MFU against a GEMM peak measured in that run;
+    beside them, interleaved, fast-offline (replacements made ahead of time) and main-only (its floor)."""
+    from benchmarks.engine_throughput import MAIN_ONLY, OFFLINE, measure
 
-    r = measure(shape, 1, ["fast", "original"], steps=4, warmup=1)
+    r = measure(shape, 1, ["fast", "original", MAIN_ONLY, OFFLINE], steps=4, warmup=1)
     fast, original, ratio = r["methods"]["fast"], r["methods"]["original"], r["fast_over_original"]
+    offline, floor = r["fast_offline_over_original"], r["main_only_over_original"]
     details = dict(gemm_peak_tflops=r["gemm_peak_tflops"], fast_step_ms=fast["step_s"] * 1e3, original_step_ms=original["step_s"] * 1e3,
-                   fast_mfu=fast["mfu"], original_mfu=original["mfu"], fast_over_original=ratio, shape=shape)
+                   fast_mfu=fast["mfu"], original_mfu=original["mfu"], fast_over_original=ratio,
+                   fast_offline_over_original=offline, main_only_over_original=floor, shape=shape)
     text = (f"Fast {fast['step_s'] * 1e3:.1f} ms / Original {original['step_s'] * 1e3:.1f} ms per step through the engine "
             f"(ratio {ratio['measured']:.2f}, FLOPs predict {ratio['predicted']:.2f}); MFU {fast['mfu']:.0%} / {original['mfu']:.0%} "
-            f"of a {r['gemm_peak_tflops']:.0f} TFLOP/s bf16 GEMM peak measured in the same run (shape {shape})")
+            f"of a {r['gemm_peak_tflops']:.0f} TFLOP/s bf16 GEMM peak measured in the same run (shape {shape}); "
+            f"fast-offline/original {offline['measured']:.2f} against the main-only floor {floor['measured']:.2f}")
     sane = all(0 < m["mfu"] <= 1 for m in (fast, original))
     if not sane:
         return [result("step_time_mfu", FAIL, text + "; MFU out of (0, 1]", **details)]

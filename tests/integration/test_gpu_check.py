@@ -61,3 +61,4 @@ def test_gpu_only_checks_run_their_logic_at_tiny_size_on_cpu():
     assert set(found["memory_vs_simulation_tiny"]["details"]["rows"]) == {"main", "original", "fast"}
     throughput = found["step_time_mfu"]["details"]
     assert throughput["fast_step_ms"] > 0 and throughput["original_step_ms"] > 0 and 0 < throughput["fast_mfu"] <= 1
+    assert throughput["fast_offline_over_original"]["measured"] > 0 and throughput["main_only_over_original"]["measured"] > 0
