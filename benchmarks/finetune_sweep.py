@@ -175,14 +175,24 @@ def summarise(sweep: Sweep) -> dict:
             result = {"model": model, "size": size, "sweep_runs_done": len(records), "sweep_runs": len(sweep.grid())}
             if setting := chosen_setting(sweep, model, size):
                 lr, decay = setting
-                per_seed = {str(seed): record["accuracy"] for seed in sweep.seeds(size) if (record := sweep.record(Run(model, size, lr, decay, seed)))}
+                seed_records = {str(seed): record for seed in sweep.seeds(size) if (record := sweep.record(Run(model, size, lr, decay, seed)))}
+                per_seed = {seed: record["accuracy"] for seed, record in seed_records.items()}
                 values = list(per_seed.values())
+                losses = [loss for record in seed_records.values() if (loss := final_train_loss(record)) is not None]
                 result.update(lr=lr, layer_decay=decay, per_seed=per_seed, seeds_planned=len(sweep.seeds(size)),
                               median=statistics.median(values), min=min(values), max=max(values),
                               majority_baseline=records[setting]["majority_baseline"],
+                              at_majority=sum(value <= records[setting]["majority_baseline"] for value in values),
+                              final_train_loss_median=statistics.median(losses) if losses else None,
                               train_examples=records[setting]["summary"]["train_examples"])
             results.append(result)
     return {"grid": grid, "results": results}
+
+
+def final_train_loss(record: dict) -> float | None:
+    """The run's training loss over its last steps (fast-electra finetune's per-seed stats)."""
+    stats = record.get("summary", {}).get("per_seed_stats", {}).get(str(record["seed"]), {})
+    return stats.get("final_train_loss")
 
 
 def size_label(size: str, rows: int | None = None) -> str:
@@ -206,18 +216,23 @@ def markdown(sweep: Sweep, summary: dict, command: str, recipe: dict | None) -> 
              "for every model and seed (the smaller sizes' rows are among the larger ones').", "",
              f"Command: `{command}`", "",
              "## Each model at its best setting", "",
-             "| train rows | model | lr | layer decay | dev acc median | min–max | per seed | majority class |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| train rows | model | lr | layer decay | dev acc median | min–max | per seed | majority class | runs at majority "
+             "| final train loss (median) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["results"]:
         if "lr" not in r:
-            lines.append(f"| {size_label(r['size'])} | {r['model']} | sweep {r['sweep_runs_done']}/{r['sweep_runs']} runs | | | | | |")
+            lines.append(f"| {size_label(r['size'])} | {r['model']} | sweep {r['sweep_runs_done']}/{r['sweep_runs']} runs | | | | | | | |")
             continue
         count = "" if len(r["per_seed"]) == r["seeds_planned"] else f" ({len(r['per_seed'])} of {r['seeds_planned']} seeds)"
         per_seed = ", ".join(f"{seed}: {acc:.3f}" for seed, acc in r["per_seed"].items())
         lines.append(f"| {size_label(r['size'], r['train_examples'])} | {r['model']} | {r['lr']:g} | {r['layer_decay']:g} "
-                     f"| **{r['median']:.3f}**{count} | {r['min']:.3f}–{r['max']:.3f} | {per_seed} | {r['majority_baseline']:.3f} |")
+                     f"| **{r['median']:.3f}**{count} | {r['min']:.3f}–{r['max']:.3f} | {per_seed} | {r['majority_baseline']:.3f} "
+                     f"| {r['at_majority']} of {len(r['per_seed'])} | {'–' if r['final_train_loss_median'] is None else format(r['final_train_loss_median'], '.3f')} |")
     columns = sweep.grid()
-    lines += ["", f"## The sweep: dev accuracy on seed {sweep.sweep_seed} (the chosen setting in bold)", "",
+    lines += ["", "A run at majority ends no better than always answering the training set's most frequent class: it failed "
+              "to learn (Mosbach et al., ICLR 2021). Its final train loss then stays near the loss of predicting the label "
+              "frequencies (ln 2 = 0.693 for balanced labels).",
+              "", f"## The sweep: dev accuracy on seed {sweep.sweep_seed} (the chosen setting in bold)", "",
               "| train rows | model | " + " | ".join(f"lr {lr:g}, decay {d:g}" for lr, d in columns) + " |",
               "|---|---|" + "---|" * len(columns)]
     accuracy = {(g["model"], g["size"], g["lr"], g["layer_decay"]): g["accuracy"] for g in summary["grid"]}

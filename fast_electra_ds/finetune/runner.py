@@ -109,6 +109,15 @@ def _across_seeds(per_seed: dict[str, dict[str, float]], reduce) -> dict[str, fl
     return {name: float(reduce([results[name] for results in per_seed.values()])) for name in names}
 
 
+def prior_loss(task: Task, train_labels: np.ndarray) -> float | None:
+    """The training loss of predicting the training labels' frequencies for every input (classification):
+    a final train loss near it means the run learned nothing from the text."""
+    if task.is_regression:
+        return None
+    shares = np.bincount(train_labels.astype(np.int64), minlength=task.num_labels) / len(train_labels)
+    return float(-(shares[shares > 0] * np.log(shares[shares > 0])).sum())
+
+
 def glue_score(task: Task, values: dict[str, float]) -> float:
     return float(np.mean([values[name] for name in task.glue_score_metrics]))
 
@@ -149,6 +158,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
     train = trainer.encode(tokenizer, both_orders(train_split) if doubled else train_split, the_recipe.max_seq_len, segments)
     dev = {k: trainer.encode(tokenizer, v, the_recipe.max_seq_len, segments) for k, v in dev_splits.items()}
     baseline = trainer.majority_baseline(task_spec, train.labels, dev)
+    label_prior_loss = prior_loss(task_spec, train.labels)
     tests = {suffix: read_test_split(task_spec, name) for suffix, name in present_test_files(task_spec).items()}
     test = {suffix: (ids, trainer.encode(tokenizer, split, the_recipe.max_seq_len, segments)) for suffix, (ids, split) in tests.items()}
 
@@ -198,6 +208,9 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         "glue_score_metrics": list(task_spec.glue_score_metrics),
         "majority_baseline": baseline[task_spec.main_metric],
         "majority_baseline_metrics": baseline,
+        # Failed runs as Mosbach et al. (ICLR 2021, "On the stability of fine-tuning BERT") count them: no better than the majority class.
+        "seeds_at_majority": [int(seed) for seed, results in per_seed.items() if results[task_spec.main_metric] <= baseline[task_spec.main_metric]],
+        "prior_train_loss": label_prior_loss,
         "model": str(model_dir),
         "init": init,
         "recipe": {"name": size_for_hidden(hidden) if recipe == "auto" else recipe, **the_recipe.to_dict()},
@@ -234,6 +247,12 @@ def task_markdown(summary: dict) -> str:
     lines.append("| majority | " + " | ".join(_pct(summary["majority_baseline_metrics"][n]) for n in names) + " |")
     recipe = ", ".join(f"{k}={v}" for k, v in summary["recipe"].items())
     lines += ["", f"Recipe: {recipe}.", ""]
+    losses = ", ".join(f"{seed}: {stats['final_train_loss']:.3f}" for seed, stats in summary["per_seed_stats"].items())
+    prior = summary.get("prior_train_loss")
+    lines.append(f"Final train loss per seed: {losses}" + (f" (predicting the label frequencies: {prior:.3f})." if prior is not None else "."))
+    if summary.get("seeds_at_majority"):
+        lines.append(f"Seeds no better than the majority class (failed runs): {', '.join(map(str, summary['seeds_at_majority']))}.")
+    lines.append("")
     for seed, stats in summary["per_seed_stats"].items():
         if "saved_model" in stats:
             lines.append(f"- seed {seed}: model ({stats['saved']}) in `{stats['saved_model']}`")

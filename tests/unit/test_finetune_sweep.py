@@ -58,7 +58,8 @@ def calls(monkeypatch):
         assert overrides == [*about["set"], f"lr={setting[0]!r}", f"layer_decay={setting[1]!r}"] and task == "sst2"
         assert train_limit == (None if about["size"] == "full" else int(about["size"])) and task_args[-1].endswith("SST-2")
         accuracy = ACCURACY[about["model"]][setting] + (seed - 1) / 1000
-        summary = {"train_examples": train_limit or 1000, "recipe": {"name": "small", "epochs": 3.0, "batch_size": 32, "warmup_fraction": 0.1}}
+        summary = {"train_examples": train_limit or 1000, "recipe": {"name": "small", "epochs": 3.0, "batch_size": 32, "warmup_fraction": 0.1},
+                   "per_seed_stats": {str(seed): {"final_train_loss": round(1 - accuracy, 4)}}}
         return finish(work, stage, {**about, "task": task, "seed": seed, "accuracy": accuracy, "majority_baseline": 0.58, "summary": summary,
                                    "wall_time_s": 1.0})
 
@@ -97,7 +98,7 @@ def test_sweep_then_seeds_then_tables(setup, calls):
     assert (mlm_200["min"], mlm_200["max"], mlm_200["majority_baseline"]) == (0.74, 0.742, 0.58)
     assert len(report["grid"]) == 2 * 2 * 4 and report["seeds"] == {"full": [1, 2], "200": [1, 2, 3]}
     text = (setup / "out" / "sweep.md").read_text()
-    assert "| 200 | mlm | 0.001 | 0.8 | **0.741** | 0.740–0.742 | 1: 0.740, 2: 0.741, 3: 0.742 | 0.580 |" in text
+    assert "| 200 | mlm | 0.001 | 0.8 | **0.741** | 0.740–0.742 | 1: 0.740, 2: 0.741, 3: 0.742 | 0.580 | 0 of 3 | 0.259 |" in text
     assert "| full (1,000) | rand | 0.0001 | 1 | **0.65" in text and fs.TIE_RULE in text
     assert "| 200 | rand | 0.600 | **0.650** | 0.650 | 0.650 |" in text  # the sweep grid, the chosen cell in bold
     assert f"Command: `python benchmarks/finetune_sweep.py --models mlm={setup / 'mlm'}" in text

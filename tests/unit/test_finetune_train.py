@@ -60,8 +60,26 @@ def test_cli_finetunes_and_beats_the_majority_class(sentiment, tmp_path):
     assert summary["majority_baseline"] == pytest.approx(750 / 1291)  # dev's fresh share; fresh is train's majority
     for accuracy in accuracies:  # each seed, by a margin well above the dev set's noise (~1.4 points)
         assert accuracy > summary["majority_baseline"] + 0.03, summary["per_seed"]
-    assert "| **median** |" in (out / "sst2" / "summary.md").read_text()
+    assert summary["seeds_at_majority"] == []
+    for stats in summary["per_seed_stats"].values():  # it learned: below the loss of predicting the label frequencies
+        assert stats["final_train_loss"] < summary["prior_train_loss"] - 0.02
+    markdown = (out / "sst2" / "summary.md").read_text()
+    assert "| **median** |" in markdown and "(predicting the label frequencies: " in markdown and "failed runs" not in markdown
     assert "median" in result.stdout
+
+
+def test_prior_loss_is_the_entropy_of_the_training_labels():
+    import math
+
+    import numpy as np
+
+    from fast_electra_ds.finetune.runner import prior_loss
+    from fast_electra_ds.finetune.tasks import GLUE_TASKS
+
+    sst2 = GLUE_TASKS["sst2"]
+    assert prior_loss(sst2, np.array([0, 1, 1, 1])) == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))
+    assert prior_loss(sst2, np.array([1, 1])) == 0.0
+    assert prior_loss(GLUE_TASKS["stsb"], np.array([0.5, 3.0], dtype=np.float32)) is None
 
 
 def test_a_seed_reproduces_its_result(sentiment, tmp_path):
