@@ -17,7 +17,7 @@ Sources, per number:
   the mean of the final states over the input's tokens, padding excluded). RTD never trains [CLS]; at the
   study's scale the discriminators' [CLS] features probe no better than random init's while their
   mean-pooled ones probe best (benchmarks/results/study/probe.md). A model's config can name its own
-  default (`fast_electra_pooling`, written by `fast-electra export --pooling`).
+  default: `fast_electra_pooling`, which a model fine-tuned with pooling=mean is saved with.
 """
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def make_recipe(name: str, hidden_size: int, task_name: str, overrides: dict | l
     if model_pooling is not None:
         if model_pooling not in POOLINGS:
             raise UserError(f"the model's config names pooling {model_pooling!r}, which is not one of {', '.join(POOLINGS)}",
-                            "re-export it with `fast-electra export --pooling cls|mean`, or pass --set pooling=cls")
+                            "set fast_electra_pooling to cls or mean in its config.json, or pass --set pooling=cls")
         recipe = replace(recipe, pooling=model_pooling)
     if task_name in TEN_EPOCH_TASKS:
         recipe = replace(recipe, epochs=10.0)

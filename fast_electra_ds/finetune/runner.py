@@ -189,7 +189,7 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         del model
         stats["wall_time_s"] = round(time.perf_counter() - seed_started, 2)
         per_seed[str(seed)], per_seed_stats[str(seed)] = results, stats
-        (task_out / f"seed_{seed}.json").write_text(json_text({"metrics": results, **stats}))
+        write_atomically(task_out / f"seed_{seed}.json", json_text({"metrics": results, **stats}))
         if progress:
             print(f"{task_spec.name} seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items())
                   + f" ({stats['wall_time_s']:.0f} s)", flush=True)
@@ -222,8 +222,8 @@ def run(model_dir, task, data_dir, out_dir, seeds, recipe: str = "auto", overrid
         "device": device.type + (f" ({autocast} autocast)" if autocast else ""),
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
-    (task_out / "summary.json").write_text(json_text(summary))
-    (task_out / "summary.md").write_text(task_markdown(summary))
+    write_atomically(task_out / "summary.json", json_text(summary))
+    write_atomically(task_out / "summary.md", task_markdown(summary))
     return summary
 
 
@@ -282,7 +282,7 @@ def run_tasks(model_dir, tasks, data_dir, out_dir, seeds, recipe: str = "auto", 
         "wall_time_s": round(time.perf_counter() - started, 2),
     }
     out_dir = Path(out_dir)
-    (out_dir / "summary.json").write_text(json_text(combined))
+    write_atomically(out_dir / "summary.json", json_text(combined))
     names = list(combined["tasks"])
     lines = [f"# Fine-tuning {model_dir}: median over seeds {combined['seeds']} (values in %)", "",
              "| | " + " | ".join(names) + " | Average |", "|---" * (len(names) + 2) + "|",
@@ -292,5 +292,5 @@ def run_tasks(model_dir, tasks, data_dir, out_dir, seeds, recipe: str = "auto", 
              + f" | {_pct(combined['glue_average'])} |",
              "| majority class | " + " | ".join(_pct(combined["tasks"][n]["majority_baseline"]) for n in names) + " | |",
              "", f"{combined['average_note']}.", ""]
-    (out_dir / "summary.md").write_text("\n".join(lines))
+    write_atomically(out_dir / "summary.md", "\n".join(lines))
     return combined
