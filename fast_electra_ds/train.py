@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from .runtime.launcher_death import die_with_launcher
-    from .runtime.resources import check_out_dir_writable
+    from .runtime.resources import check_out_dir_writable, raise_on_every_rank
     from .runtime.run_lock import hold_run_lock
     from .config.run_config import load_config, load_ds_config
     from .config.validate import validate_config
@@ -99,11 +99,8 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config, args.overrides)  # user mistakes surface before any process group
         validate_config(config, METHODS)
         ds_config = load_ds_config(args.ds_config)
-    except UserError as err:
-        if int(os.environ.get("RANK", 0)) > 0:  # every rank reads the same arguments: rank 0 alone says what is wrong
-            time.sleep(QUIET_EXIT_DELAY_S)  # and says it before the launcher sees this rank's exit and kills the others
-            return err.exit_code
-        raise
+    except UserError as err:  # every rank reads the same arguments: rank 0 alone says what is wrong
+        raise_on_every_rank(err, int(os.environ.get("RANK", 0)))
     check_out_dir_writable(config.train.out_dir)  # before the model is built
     die_with_launcher()  # no rank left training when the launcher is killed
 
